@@ -1,0 +1,238 @@
+"""Title→code examples from O*NET (and user files), grouped splits, and the pair DataModule."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import lightning as L
+import pandas as pd
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader
+
+from occlass.encoder import load_tokenizer
+from occlass.errors import DataError
+from occlass.tabular_io import read_chunks
+from occlass.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
+
+log = logging.getLogger(__name__)
+
+# source name → (file, title column); the occupation titles come from the taxonomy itself.
+ONET_SOURCES = {
+    "alternate": ("Alternate Titles.txt", "Alternate Title"),
+    "short": ("Alternate Titles.txt", "Short Title"),
+    "reported": ("Sample of Reported Titles.txt", "Reported Job Title"),
+}
+SOURCES = ("title", *ONET_SOURCES)
+SPLITS = ("train", "val", "test")
+
+
+def normalize_title(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive key: "Sr. S/W Engineer" → "sr s w engineer"."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def input_text(title: str, description: str | None = None) -> str:
+    """The text the encoder sees for one input: the title, then the description if any."""
+    return f"{title}. {description}" if description else title
+
+
+def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
+               extra_files: Sequence[str | Path] = ()) -> pd.DataFrame:
+    """All (title, description, code, source) rows of the chosen sources; empty titles dropped."""
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown title source(s) {sorted(unknown)}; choose from {SOURCES}")
+    frames = []
+    if "title" in sources:
+        frames.append(pd.DataFrame({"title": taxonomy.titles, "code": taxonomy.codes,
+                                    "source": "title"}))
+    known = set(taxonomy.codes)
+    for source in [s for s in sources if s in ONET_SOURCES]:
+        file, column = ONET_SOURCES[source]
+        path = Path(data_dir) / file
+        frame = read_onet_table(path, [CODE_COLUMN, column])
+        check_codes(frame, path, known)
+        frame = frame[frame[column] != ""]  # most alternate titles have no short title
+        frames.append(pd.DataFrame({"title": frame[column], "code": frame[CODE_COLUMN],
+                                    "source": source}))
+    frames.extend(load_labelled_file(path, known) for path in extra_files)
+    pairs = pd.concat(frames, ignore_index=True)
+    if "description" not in pairs:
+        pairs["description"] = ""
+    pairs["description"] = pairs["description"].fillna("")
+    return pairs[["title", "description", "code", "source"]]
+
+
+def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
+    """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`."""
+    frame = pd.concat(list(read_chunks(path, required=("title", "code"))), ignore_index=True)
+    frame["line"] = range(2, len(frame) + 2)
+    frame["code"] = frame["code"].fillna("").str.strip()
+    check_codes(frame, path, known, column="code")
+    title = frame["title"].fillna("").str.strip()
+    if (title == "").any():
+        log.warning("%s: dropped %d row(s) with an empty title", path, int((title == "").sum()))
+    description = frame.get("description", pd.Series("", index=frame.index)).fillna("")
+    keep = title != ""
+    return pd.DataFrame({"title": title[keep], "description": description[keep].str.strip(),
+                         "code": frame["code"][keep], "source": Path(path).stem})
+
+
+def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """One row per distinct input (normalised title + description) with every code it is given.
+
+    Columns: key (normalised title), text, codes (category indices), sources.
+    """
+    index = taxonomy.index
+    pairs = pairs.assign(key=pairs["title"].map(normalize_title),
+                         label=pairs["code"].map(index),
+                         text=[input_text(t, d) for t, d in zip(pairs["title"], pairs["description"])])
+    pairs = pairs[pairs["key"] != ""]
+    grouped = pairs.groupby(["key", "description"], sort=True).agg(
+        text=("text", "first"),
+        codes=("label", lambda s: sorted(set(s))),
+        sources=("source", lambda s: sorted(set(s))),
+    )
+    return grouped.reset_index()[["key", "text", "codes", "sources"]]
+
+
+def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                  anchor_sources: Sequence[str] = ("title",)) -> pd.Series:
+    """Split by normalised title, so no title is in two splits (a hash, so stable as data grows).
+
+    A title that is also an occupation's own title (an `anchor_sources` title) stays in train:
+    it is part of the category text, so testing on it measures nothing.
+    """
+    def bucket(key: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    share = examples["key"].map(bucket)
+    split = pd.Series("train", index=examples.index)
+    split[share < val_fraction + test_fraction] = "val"
+    split[share < test_fraction] = "test"
+    anchored = examples["sources"].map(lambda s: bool(set(s) & set(anchor_sources)))
+    split[examples["key"].isin(examples.loc[anchored, "key"])] = "train"
+    return split
+
+
+def summarize(pairs: pd.DataFrame, examples: pd.DataFrame) -> str:
+    """Markdown tables: pairs per source, and examples/pairs/codes per split."""
+    lines = ["| source | pairs |", "|---|---:|"]
+    lines += [f"| {s} | {n:,} |" for s, n in pairs["source"].value_counts(sort=False).items()]
+    lines += [f"| **all** | {len(pairs):,} |", "", "| split | titles | pairs | codes covered |",
+              "|---|---:|---:|---:|"]
+    for split in SPLITS:
+        part = examples[examples["split"] == split]
+        codes = part["codes"].explode()
+        lines.append(f"| {split} | {len(part):,} | {len(codes):,} | {codes.nunique():,} |")
+    return "\n".join(lines)
+
+
+class PairCollator:
+    """Pads titles; in training, also pads the texts of the batch's distinct categories (once each)."""
+
+    def __init__(self, tokenizer, category_ids: list[list[int]] | None = None):
+        self.tokenizer = tokenizer
+        self.category_ids = category_ids
+
+    def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {
+            "title": self.pad([r["input_ids"] for r in rows]),
+            "codes": pad_sequence([torch.tensor(r["codes"]) for r in rows], batch_first=True,
+                                  padding_value=-1),
+        }
+        if self.category_ids is not None:
+            batch["label"] = torch.tensor([r["label"] for r in rows])
+            batch["category_index"] = torch.unique(batch["label"])
+            batch["category"] = self.pad([self.category_ids[i] for i in batch["category_index"]])
+        return batch
+
+
+class TitlePairDataModule(L.LightningDataModule):
+    """Feeds (input text, category) pairs for training and (input, valid codes) for evaluation.
+
+    Categories are tokenised once; a batch carries each distinct category text once, and the
+    loss masks every category that is valid for a title but is not its target.
+    """
+
+    def __init__(self, data_dir: str, tokenizer: str, sources: Sequence[str] = SOURCES,
+                 extra_files: Sequence[str] = (), recipe: str = "title_description",
+                 n_tasks: int = 3, val_fraction: float = 0.05, test_fraction: float = 0.1,
+                 split_seed: int = 0, batch_size: int = 128, eval_batch_size: int = 512,
+                 max_input_length: int = 32, max_category_length: int = 64,
+                 num_workers: int = 0, limit_eval_examples: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.taxonomy: Taxonomy | None = None
+        self.examples: pd.DataFrame | None = None
+        self.datasets: dict[str, datasets.Dataset] = {}
+
+    def load_examples(self) -> pd.DataFrame:
+        """Taxonomy, pairs and split assignment, without tokenising (cheap, for summaries)."""
+        hp = self.hparams
+        if self.examples is None:
+            data_dir = Path(hp.data_dir)
+            if not data_dir.is_dir():
+                raise DataError(f"{data_dir}: O*NET data folder not found (run `make data`)")
+            self.taxonomy = Taxonomy.load(data_dir, with_tasks=hp.recipe.endswith("tasks"))
+            self.pairs = load_pairs(data_dir, self.taxonomy, hp.sources, hp.extra_files)
+            examples = group_examples(self.pairs, self.taxonomy)
+            examples["split"] = assign_splits(examples, hp.val_fraction, hp.test_fraction,
+                                              hp.split_seed)
+            self.examples = examples
+        return self.examples
+
+    @property
+    def category_texts(self) -> list[str]:
+        return self.taxonomy.category_texts(self.hparams.recipe, self.hparams.n_tasks)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        examples = self.load_examples()
+        self.tokenizer = load_tokenizer(hp.tokenizer)
+        self.category_ids = self.tokenizer(self.category_texts, truncation=True,
+                                           max_length=hp.max_category_length)["input_ids"]
+        for split in SPLITS:
+            part = examples[examples["split"] == split][["text", "codes"]]
+            if split == "train":
+                part = part.assign(label=part["codes"]).explode("label")
+                part["label"] = part["label"].astype(int)
+            elif hp.limit_eval_examples:
+                part = part.sample(min(len(part), hp.limit_eval_examples), random_state=0)
+            dataset = datasets.Dataset.from_pandas(part.reset_index(drop=True))
+            self.datasets[split] = dataset.map(
+                lambda b: self.tokenizer(b["text"], truncation=True,
+                                         max_length=hp.max_input_length),
+                batched=True, batch_size=2048, desc=f"tokenising {split}")
+        log.info("splits:\n%s", summarize(self.pairs, examples))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["train"], batch_size=self.hparams.batch_size,
+                          shuffle=True, drop_last=True, num_workers=self.hparams.num_workers,
+                          collate_fn=PairCollator(self.tokenizer, self.category_ids))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.hparams.eval_batch_size,
+                          num_workers=self.hparams.num_workers,
+                          collate_fn=PairCollator(self.tokenizer))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

