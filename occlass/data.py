@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from occlass.tabular_io import read_chunks
 from occlass.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
 
 log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # source name → (file, title column); the occupation titles come from the taxonomy itself.
 ONET_SOURCES = {
@@ -236,3 +238,21 @@ class TitlePairDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print pairs per source and split sizes: `python -m occlass.data [hydra overrides]`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=sys.argv[1:] if argv is None else argv)
+    datamodule = instantiate(cfg.data)
+    examples = datamodule.load_examples()
+    print(summarize(datamodule.pairs, examples))
+
+
+if __name__ == "__main__":
+    from occlass.cli import run_cli
+
+    run_cli(main)

@@ -58,7 +58,7 @@ class OccupationMetrics(nn.Module):
             "accuracy": MultiCodeAccuracy(1),
             f"top{top_k}_accuracy": MultiCodeAccuracy(top_k),
             **{f"{level}_accuracy": MultiCodeAccuracy(1, ids) for level, ids in level_ids.items()},
-        })
+        }, compute_groups=False)  # same class, different inputs: never share state
         classwise = {}
         for average in ("weighted", "macro"):
             for name, metric in (("precision", MulticlassPrecision), ("recall", MulticlassRecall),

@@ -1,0 +1,75 @@
+"""Shared bench helpers: the default config, a machine description, and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from occlass.runs import write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section is replaced by its own script.\n"
+
+
+def default_config(*overrides: str) -> DictConfig:
+    """conf/train.yaml as `python train.py` composes it, with paths rooted at the repository."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"paths.root_dir={ROOT}", *overrides])
+
+
+def other_training_jobs() -> list[str]:
+    """Command lines of running `train.py` processes other than this one (they distort timings)."""
+    jobs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline if a]
+        if int(pid) != os.getpid() and any(Path(a).name == "train.py" for a in args[1:2]):
+            jobs.append(f"pid {pid}: {' '.join(args)}")
+    return jobs
+
+
+def machine() -> str:
+    """One line: CPU model, cores, torch threads, torch version, and any concurrent training job."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if flags and f in flags.group(1).split()]
+    line = (f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores visible, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"bf16 CPU flags: {', '.join(bf16) or 'none'}")
+    jobs = other_training_jobs()
+    if jobs:
+        line += (". **A training job ran concurrently** (" + "; ".join(jobs) + "): absolute "
+                 "numbers are pessimistic, compare rows of the same run")
+    return line
+
+
+def preamble(config: str) -> str:
+    """The command, date, machine and config lines every section starts with."""
+    command = shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    return (f"Command: `{command}`  \nDate: {datetime.datetime.now():%Y-%m-%d %H:%M}  \n"
+            f"Machine: {machine()}  \nConfig: {config}\n")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace the text between `<!-- name -->` and `<!-- /name -->` in BENCHMARKS.md (or append)."""
+    section = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = f"{text.rstrip()}\n\n{section}\n"
+    write_atomic(BENCHMARKS, text)

@@ -1,0 +1,293 @@
+"""Prediction: rank the occupations of a taxonomy for job titles with a trained run's encoder
+(or the packaged zero-shot model) against its category cache, for a list or a streamed table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import transformers
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from occlass import runs
+from occlass.category_cache import CategoryCache, encode_ids, weights_fingerprint
+from occlass.data import input_text
+from occlass.encoder import PACKAGED, Encoder, load_tokenizer
+from occlass.errors import DataError, OcclassError
+from occlass.tabular_io import AtomicTableWriter, read_chunks
+from occlass.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+# Zero-shot defaults, as in conf/data/onet.yaml.
+RECIPE = "title_description"
+MAX_INPUT_LENGTH = 32
+MAX_CATEGORY_LENGTH = 64
+RUN_KEYS = ("taxonomy_fingerprint", "n_codes", "recipe", "max_input_length",
+            "max_category_length")
+PRECISIONS = ("32", "bf16")
+
+
+@dataclass
+class Predictions:
+    """Top-k occupations per input row, best first; rows without a prediction hold None and NaN."""
+
+    codes: np.ndarray   # (N, k) O*NET-SOC codes
+    titles: np.ndarray  # (N, k) occupation titles
+    scores: np.ndarray  # (N, k) cosine similarities
+    status: np.ndarray  # (N,) "ok", or why the row has no prediction
+
+    def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
+        """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, status."""
+        columns = {}
+        for name, values in (("code", self.codes), ("title", self.titles),
+                             ("score", self.scores.round(6))):
+            columns.update({f"pred_{name}_{j + 1}": values[:, j] for j in range(values.shape[1])})
+        return pd.DataFrame({**columns, "status": self.status}, index=index)
+
+
+def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
+                        "(or run `make data`)")
+    return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
+
+
+def category_cache(encoder: Encoder, tokenizer, taxonomy: Taxonomy, recipe: str,
+                   max_length: int, n_tasks: int = 3, path: str | Path | None = None,
+                   batch_size: int = 256) -> CategoryCache:
+    """The category embeddings of these weights, taxonomy, recipe and length: the cache at `path`
+    if its identity matches, else rebuilt (and saved to `path`, when given and writable)."""
+    identity = {"taxonomy": taxonomy.fingerprint, "taxonomy_version": taxonomy.version,
+                "recipe": recipe, "max_category_length": str(max_length),
+                "weights": weights_fingerprint(encoder)}
+    if path is not None and Path(path).is_file():
+        try:
+            cache = CategoryCache.load(path)
+        except OcclassError as err:
+            log.warning("%s; rebuilding it", err)
+        else:
+            if cache.identity == identity and cache.codes == taxonomy.codes:
+                return cache
+            changed = [k for k in identity if cache.identity.get(k) != identity[k]] or ["codes"]
+            log.warning("category cache %s is stale (%s changed); rebuilding it", path,
+                        ", ".join(changed))
+    log.info("encoding %d category texts", len(taxonomy))
+    ids = tokenizer(taxonomy.category_texts(recipe, n_tasks), truncation=True,
+                    max_length=max_length)["input_ids"]
+    embeddings = encode_ids(encoder.eval(), ids, tokenizer.pad_token_id, batch_size).cpu()
+    cache = CategoryCache(embeddings, list(taxonomy.codes), identity)
+    if path is not None:
+        try:
+            cache.save(path)
+        except OSError as err:
+            log.warning("cannot save the category cache (%s); keeping it in memory", err)
+    return cache
+
+
+def _text(values: Sequence) -> np.ndarray:
+    """Strings, stripped; missing values (None, NaN) become ""."""
+    return pd.Series(values, dtype=object).fillna("").astype(str).str.strip().to_numpy()
+
+
+class Predictor:
+    """Cosine similarity of encoded inputs to a cached category matrix, top-k per input."""
+
+    def __init__(self, encoder: Encoder, tokenizer, cache: CategoryCache, titles: Sequence[str],
+                 max_input_length: int, batch_size: int = 256, precision: str = "32",
+                 device: str = "cpu", memo_size: int = 100_000):
+        if str(precision) not in PRECISIONS:
+            raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        self.device = torch.device(device)
+        self.encoder = encoder.eval().to(self.device)
+        self.tokenizer = tokenizer
+        self.embeddings = cache.embeddings.to(self.device)
+        self.codes = np.array(cache.codes, dtype=object)
+        self.titles = np.array(titles, dtype=object)
+        self.max_input_length = max_input_length
+        self.batch_size = batch_size
+        self.bf16 = str(precision) == "bf16"
+        self.memo_size = memo_size
+        self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, data_dir: str | Path,
+                 max_input_length: int | None = None, max_category_length: int | None = None,
+                 device: str = "cpu", **options) -> Predictor:
+        """Load a training run's encoder and category cache (rebuilt if stale) for the taxonomy
+        in `data_dir`, which must be the one the run was trained on."""
+        run_dir = Path(run_dir)
+        missing = [name for name in (f"{runs.ENCODER_DIR}/config.json", runs.RUN_FILE)
+                   if not (run_dir / name).is_file()]
+        if missing:
+            raise OcclassError(f"{run_dir}: not a complete training run (no {', '.join(missing)});"
+                               " point run= at a folder written by train.py")
+        info = json.loads((run_dir / runs.RUN_FILE).read_text(encoding="utf-8"))
+        if lacking := [key for key in RUN_KEYS if key not in info]:
+            raise OcclassError(f"{run_dir / runs.RUN_FILE}: lacks {', '.join(lacking)}")
+        taxonomy = load_taxonomy(data_dir, info["recipe"])
+        if (info["taxonomy_fingerprint"], info["n_codes"]) != (taxonomy.fingerprint, len(taxonomy)):
+            raise OcclassError(
+                f"{run_dir} was trained on another taxonomy (O*NET "
+                f"{info.get('taxonomy_version', '?')}, {info['n_codes']} codes) than the one in "
+                f"{data_dir} (O*NET {taxonomy.version}, {len(taxonomy)} codes); set data_dir= to "
+                "the release the run was trained on")
+        encoder_dir = run_dir / runs.ENCODER_DIR
+        encoder, tokenizer = Encoder(encoder_dir).to(device), load_tokenizer(encoder_dir)
+        length = max_category_length or info["max_category_length"]
+        n_tasks = info.get("config", {}).get("data", {}).get("n_tasks", 3)
+        # The run's own cache; one for an overridden length is built in memory only.
+        path = run_dir / runs.CACHE_FILE if length == info["max_category_length"] else None
+        cache = category_cache(encoder, tokenizer, taxonomy, info["recipe"], length, n_tasks, path)
+        return cls(encoder, tokenizer, cache, taxonomy.titles,
+                   max_input_length or info["max_input_length"], device=device, **options)
+
+    @classmethod
+    def zero_shot(cls, data_dir: str | Path, model: str = PACKAGED,
+                  cache_path: str | Path | None = None, max_input_length: int | None = None,
+                  max_category_length: int | None = None, device: str = "cpu",
+                  **options) -> Predictor:
+        """An untrained model (the packaged all-MiniLM-L6-v2 by default) with "title_description"
+        category texts; the category cache is kept at `cache_path` if given."""
+        taxonomy = load_taxonomy(data_dir, RECIPE)
+        encoder, tokenizer = Encoder(model).to(device), load_tokenizer(model)
+        cache = category_cache(encoder, tokenizer, taxonomy, RECIPE,
+                               max_category_length or MAX_CATEGORY_LENGTH, path=cache_path)
+        return cls(encoder, tokenizer, cache, taxonomy.titles,
+                   max_input_length or MAX_INPUT_LENGTH, device=device, **options)
+
+    def predict(self, titles: Sequence, descriptions: Sequence | None = None,
+                top_k: int = 5) -> Predictions:
+        """The top-k occupations of each title (followed by its description, if any).
+
+        Empty or missing titles get no prediction; missing descriptions count as absent.
+        Inputs are truncated to `max_input_length` tokens.
+        """
+        if top_k < 1:
+            raise OcclassError(f"top_k must be at least 1, not {top_k}")
+        k = min(top_k, len(self.codes))
+        titles = _text(titles)
+        descriptions = _text(descriptions) if descriptions is not None else [""] * len(titles)
+        if len(descriptions) != len(titles):
+            raise ValueError(f"{len(titles)} titles but {len(descriptions)} descriptions")
+        ok = titles != ""
+        codes = np.full((len(titles), k), None, dtype=object)
+        names = codes.copy()
+        scores = np.full((len(titles), k), np.nan, dtype=np.float32)
+        if ok.any():
+            texts = [input_text(t, d) for t, d, keep in zip(titles, descriptions, ok) if keep]
+            rows, unique = pd.factorize(pd.Series(texts, dtype=object))
+            ids = self.tokenizer(list(unique), truncation=True,
+                                 max_length=self.max_input_length)["input_ids"]
+            index, score = self._rank(ids, k)
+            codes[ok], names[ok] = self.codes[index[rows]], self.titles[index[rows]]
+            scores[ok] = score[rows]
+        return Predictions(codes, names, scores, np.where(ok, "ok", "empty title"))
+
+    @torch.inference_mode()
+    def _rank(self, ids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k category indices and scores per tokenised input. Each distinct token sequence
+        is encoded once, also across calls (up to `memo_size` remembered inputs)."""
+        memo = self._memo.setdefault(k, {})
+        if len(memo) > self.memo_size:
+            memo.clear()
+        keys = [np.asarray(i, dtype=np.int32).tobytes() for i in ids]
+        new = sorted({key: i for i, key in enumerate(keys) if key not in memo}.values(),
+                     key=lambda i: len(ids[i]))  # by length, so batches need little padding
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
+                    else nullcontext())
+        for start in range(0, len(new), self.batch_size):
+            batch = new[start:start + self.batch_size]
+            with autocast:
+                embeddings = encode_ids(self.encoder, [ids[i] for i in batch], self.pad_id,
+                                        len(batch))
+            scores, index = (embeddings @ self.embeddings.T).topk(k, dim=1)
+            memo.update(zip([keys[i] for i in batch],
+                            zip(index.cpu().numpy(), scores.cpu().numpy())))
+        index, scores = zip(*(memo[key] for key in keys))
+        return np.stack(index), np.stack(scores)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows of a table, cheaply, for a progress bar: Parquet metadata, else a newline count."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pq.ParquetFile(path).metadata.num_rows
+        with open(path, "rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except (OSError, pa.ArrowException):
+        return None
+    return lines - (path.suffix.lower() == ".csv")
+
+
+def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
+                 title_column: str = "title", description_column: str | None = "description",
+                 chunk_rows: int = 10_000, progress: bool = True) -> int:
+    """Stream a CSV/JSONL/Parquet table through `predictor` into `output` (same choice of types):
+    every input column, then the prediction columns. `output` appears only once complete.
+    Returns the number of rows."""
+    chunks = read_chunks(input, chunk_rows, required=[title_column])
+    rows = 0
+    with (AtomicTableWriter(output) as writer,
+          tqdm(total=count_rows(input), unit="rows", unit_scale=True, disable=not progress) as bar):
+        for chunk in chunks:
+            description = chunk.get(description_column) if description_column else None
+            result = predictor.predict(chunk[title_column], description, top_k)
+            result = result.to_frame(chunk.index)
+            if clash := [c for c in result if c in chunk]:
+                raise DataError(f"{input}: has column(s) {', '.join(clash)}, which prediction "
+                                "writes; rename them")
+            writer.write(pd.concat([chunk, result], axis=1))
+            bar.update(len(chunk))
+            rows += len(chunk)
+    return rows
+
+
+def load_predictor(cfg: DictConfig) -> Predictor:
+    """The predictor of `cfg.run`, or the zero-shot one when `run` is null."""
+    options = {"max_input_length": cfg.max_input_length,
+               "max_category_length": cfg.max_category_length, "device": cfg.device,
+               "batch_size": cfg.batch_size, "precision": str(cfg.precision)}
+    if cfg.run is None:
+        return Predictor.zero_shot(cfg.data_dir, cache_path=cfg.zero_shot_cache, **options)
+    return Predictor.from_run(cfg.run, cfg.data_dir, **options)
+
+
+def predict_job(cfg: DictConfig) -> None:
+    """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    transformers.logging.disable_progress_bar()  # ours is the one that matters
+    if cfg.text is None:
+        if not (cfg.input and cfg.output):
+            raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
+        AtomicTableWriter(cfg.output)  # fail fast on bad paths, types or columns, before loading
+        next(read_chunks(cfg.input, 1, required=[cfg.columns.title]), None)
+    predictor = load_predictor(cfg)
+    if cfg.text is None:
+        rows = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
+                            cfg.columns.description, cfg.chunk_rows, cfg.progress)
+        log.info("%d rows → %s", rows, cfg.output)
+        return
+    result = predictor.predict([cfg.text], top_k=cfg.top_k)
+    if result.status[0] != "ok":
+        raise OcclassError(f"no prediction: {result.status[0]}")
+    print(pd.DataFrame({"rank": range(1, result.codes.shape[1] + 1), "code": result.codes[0],
+                        "title": result.titles[0], "score": result.scores[0].round(4)})
+          .to_string(index=False))

@@ -1,0 +1,148 @@
+import logging
+
+import pytest
+import torch
+
+from conftest import ONET_DATA
+from occlass.data import (TitlePairDataModule, assign_splits, group_examples, load_pairs,
+                          normalize_title)
+from occlass.errors import DataError
+from occlass.taxonomy import Taxonomy
+
+
+def test_normalize_title():
+    assert normalize_title("Sr. S/W  Engineer") == "sr s w engineer"
+    assert normalize_title("Café Manager (Night)") == "cafe manager night"
+    assert normalize_title("  ") == ""
+
+
+def make_examples(data_dir, **kwargs):
+    taxonomy = Taxonomy.load(data_dir)
+    pairs = load_pairs(data_dir, taxonomy, **kwargs)
+    return taxonomy, pairs, group_examples(pairs, taxonomy)
+
+
+def test_pairs_per_source_are_switchable(tiny_onet):
+    _, pairs, _ = make_examples(tiny_onet, sources=["title", "reported"])
+    assert pairs["source"].value_counts().to_dict() == {"title": 12, "reported": 12}
+    _, pairs, _ = make_examples(tiny_onet)
+    # 36 + 2 alternate titles; a short title for the first alternate title of each occupation
+    assert pairs["source"].value_counts().to_dict() == {
+        "alternate": 38, "title": 12, "reported": 12, "short": 12}
+    with pytest.raises(ValueError, match="unknown title source"):
+        make_examples(tiny_onet, sources=["title", "wiki"])
+
+
+def test_multi_code_title_is_one_example_with_all_codes(tiny_onet):
+    taxonomy, _, examples = make_examples(tiny_onet)
+    developer = examples[examples["key"] == "developer"]
+    assert len(developer) == 1
+    assert developer["codes"].iloc[0] == sorted(
+        [taxonomy.index["15-1252.00"], taxonomy.index["15-1211.00"]])
+
+
+def check_splits(examples, split):
+    assert set(split) <= {"train", "val", "test"}
+    per_key = examples.assign(split=split).groupby("key")["split"].nunique()
+    assert (per_key == 1).all()  # no normalised title in two splits
+
+
+@pytest.mark.skipif(not ONET_DATA.is_dir(), reason="run `make data` first")
+def test_onet_splits_are_deterministic_and_never_leak():
+    _, _, examples = make_examples(ONET_DATA)
+    first = assign_splits(examples, 0.05, 0.1, seed=0)
+    again = assign_splits(examples, 0.05, 0.1, seed=0)
+    other = assign_splits(examples, 0.05, 0.1, seed=1)
+    assert first.equals(again)
+    assert not first.equals(other)
+    check_splits(examples, first)
+    # titles that differ only in case/punctuation share a key, hence a split
+    keys = examples["text"].map(normalize_title)
+    assert keys.equals(examples["key"])
+    shares = first.value_counts(normalize=True)
+    assert 0.08 < shares["test"] < 0.12 and 0.03 < shares["val"] < 0.07
+    # an occupation's own title is part of its category text: it always trains
+    anchored = examples["sources"].map(lambda s: "title" in s)
+    assert (first[anchored] == "train").all()
+
+
+def test_user_labelled_file(tiny_onet, tmp_path, caplog):
+    path = tmp_path / "mine.csv"
+    path.write_text("title,description,code\n"
+                    "Backend engineer,Builds APIs in Go,15-1252.00\n"
+                    ",no title here,15-1252.00\n"
+                    "Night nurse,,29-1141.00\n")
+    taxonomy = Taxonomy.load(tiny_onet)
+    with caplog.at_level(logging.WARNING):
+        pairs = load_pairs(tiny_onet, taxonomy, sources=[], extra_files=[path])
+    assert "dropped 1 row(s) with an empty title" in caplog.text
+    assert pairs["title"].tolist() == ["Backend engineer", "Night nurse"]
+    assert pairs["description"].tolist() == ["Builds APIs in Go", ""]
+    examples = group_examples(pairs, taxonomy)
+    assert "Backend engineer. Builds APIs in Go" in examples["text"].tolist()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("title,code\nNurse,29-1141.00\nPilot,53-2011.00\n",
+     r"mine\.csv, line 3: code '53-2011.00' is not an occupation of this taxonomy"),
+    ("title,code\nNurse,29-1141\n", r"mine\.csv, line 2: malformed O\*NET-SOC code '29-1141'"),
+    ("job,code\nNurse,29-1141.00\n", r"missing.*title"),
+])
+def test_user_labelled_file_errors(tiny_onet, tmp_path, content, message):
+    path = tmp_path / "mine.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_pairs(tiny_onet, Taxonomy.load(tiny_onet), sources=["title"], extra_files=[path])
+
+
+def test_unknown_code_in_an_onet_file(tmp_path):
+    from conftest import write_tiny_onet
+
+    folder = write_tiny_onet(tmp_path / "onet")
+    path = folder / "Sample of Reported Titles.txt"
+    path.write_text(path.read_text() + "99-9999.00\tNobody\tGhost\tY\n")
+    with pytest.raises(DataError, match=r"Reported Titles\.txt, line 14: code '99-9999.00'"):
+        load_pairs(folder, Taxonomy.load(folder))
+
+
+def test_missing_data_folder(tmp_path, tiny_bert):
+    datamodule = TitlePairDataModule(str(tmp_path / "nowhere"), str(tiny_bert))
+    with pytest.raises(DataError, match="O\\*NET data folder not found"):
+        datamodule.setup()
+
+
+def test_datamodule_batches(tiny_onet, tiny_bert):
+    datamodule = TitlePairDataModule(str(tiny_onet), str(tiny_bert), batch_size=16,
+                                     eval_batch_size=8, max_input_length=12,
+                                     max_category_length=20, val_fraction=0.2,
+                                     test_fraction=0.2)
+    datamodule.setup()
+    pad = datamodule.tokenizer.pad_token_id
+    batch = next(iter(datamodule.train_dataloader()))
+    title = batch["title"]
+    assert title["input_ids"].shape[0] == 16
+    lengths = title["attention_mask"].sum(1)
+    assert title["input_ids"].shape[1] == lengths.max() <= 12  # padded to the longest only
+    assert (title["input_ids"][title["attention_mask"] == 0] == pad).all()
+    # each distinct category of the batch is carried once, in category_index order
+    assert torch.equal(batch["category_index"], torch.unique(batch["label"]))
+    assert batch["category"]["input_ids"].shape[0] == len(batch["category_index"])
+    assert batch["category"]["input_ids"].shape[1] <= 20
+    first = batch["category_index"][0]
+    expected = datamodule.category_ids[first]
+    assert batch["category"]["input_ids"][0, :len(expected)].tolist() == expected
+    # the label is always among the title's codes; codes are padded with -1
+    assert (batch["codes"] == batch["label"].unsqueeze(1)).any(1).all()
+    assert batch["codes"].min() >= -1
+    eval_batch = next(iter(datamodule.val_dataloader()))
+    assert set(eval_batch) == {"title", "codes"}
+    assert eval_batch["title"]["input_ids"].shape[0] <= 8
+
+
+def test_summary_command(tiny_onet, capsys):
+    from occlass.data import main
+
+    main([f"paths.data_dir={tiny_onet}"])
+    out = capsys.readouterr().out
+    assert "| alternate | 38 |" in out
+    assert "| train |" in out and "| test |" in out

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from occlass.encoder import Encoder, load_tokenizer, mean_pool, resolve_model
+from occlass.errors import OcclassError
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [100.0, -50.0]]])
+    pooled = mean_pool(hidden, torch.tensor([[1, 1, 0]]))
+    assert torch.allclose(pooled, torch.nn.functional.normalize(torch.tensor([[2.0, 1.0]])))
+
+
+def test_padding_does_not_change_embeddings(tiny_bert):
+    encoder = Encoder(tiny_bert).eval()
+    tokenizer = load_tokenizer(tiny_bert)
+    alone = tokenizer(["nurse"], return_tensors="pt")
+    padded = tokenizer(["nurse", "registered nurse practitioner"], padding=True,
+                       return_tensors="pt")
+    assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]
+    with torch.no_grad():
+        a = encoder(alone["input_ids"], alone["attention_mask"])
+        b = encoder(padded["input_ids"], padded["attention_mask"])
+    assert torch.allclose(a[0], b[0], atol=1e-5)
+    assert torch.allclose(b.norm(dim=1), torch.ones(2))
+
+
+def test_encoder_starts_in_train_mode(tiny_bert):
+    assert Encoder(tiny_bert).model.training
+
+
+def test_resolve_model(tiny_bert, tmp_path):
+    assert resolve_model(tiny_bert) == str(tiny_bert)
+    assert resolve_model("sentence-transformers/all-MiniLM-L12-v2").startswith("sentence-")
+    with pytest.raises(OcclassError, match="not a model folder"):
+        resolve_model(tmp_path)
+    with pytest.raises(OcclassError, match="model folder not found"):
+        resolve_model("./no/such/model")
+    with pytest.raises(OcclassError, match="unknown packaged model"):
+        resolve_model("packaged:bert-large")
+
+
+@pytest.mark.integration
+def test_packaged_model_resolves_offline(packaged_minilm):
+    assert Encoder(packaged_minilm).dim == 384

@@ -1,0 +1,179 @@
+"""predict.py: streaming tables through a run, bad input, the text table, the exit code."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from occlass.errors import DataError, OcclassError
+from occlass.predictor import Predictor, count_rows, predict_job
+from occlass.tabular_io import read_chunks
+from occlass.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+INPUT = pd.DataFrame({
+    "title": ["Registered Nurse", "Plumber", "", None, "senior python developer"],
+    "description": ["Cares for patients.", None, "has a description", "x", ""],
+    "id": ["007", "008", "009", "010", "011"],
+})
+PRED_COLUMNS = [f"pred_{name}_{j}" for name in ("code", "title", "score") for j in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
+    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.data_dir={tiny_onet}", f"paths.output_dir={out}",
+            f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
+            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "data.batch_size=8",
+            "data.eval_batch_size=16", "data.val_fraction=0.2", "data.test_fraction=0.2",
+            "loggers={}"])
+    train(cfg)
+    return out
+
+
+@pytest.fixture
+def predict(run_dir, tiny_onet):
+    """Run predict.py's job in-process with these overrides."""
+    def run(*overrides: str) -> None:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("predict", overrides=[f"run={run_dir}", f"data_dir={tiny_onet}",
+                                                "progress=false", *overrides])
+        predict_job(cfg)
+
+    return run
+
+
+def write(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.concat(list(read_chunks(path)), ignore_index=True)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
+    source = write(INPUT, tmp_path / f"in.{ext}")
+    assert count_rows(source) == len(INPUT)
+    predict(f"input={source}", f"output={tmp_path / f'out.{ext}'}", "top_k=3", "chunk_rows=2")
+    out = read(tmp_path / f"out.{ext}")
+    assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, "status"]
+    assert out["id"].tolist() == INPUT["id"].tolist()  # text stays text: leading zeros kept
+    assert out["status"].tolist() == ["ok", "ok", "empty title", "empty title", "ok"]
+    assert out.loc[2:3, PRED_COLUMNS].isna().all().all()
+    expected = Predictor.from_run(run_dir, tiny_onet).predict(
+        INPUT["title"], INPUT["description"], top_k=3).to_frame()
+    ok = out["status"] == "ok"
+    for column in PRED_COLUMNS:
+        if "score" in column:
+            np.testing.assert_allclose(out.loc[ok, column].astype(float), expected[column][ok])
+        else:
+            assert out.loc[ok, column].tolist() == expected.loc[ok, column].tolist()
+
+
+def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):
+    frame = INPUT.rename(columns={"title": "job_title", "description": "job_text"})
+    predict(f"input={write(frame, tmp_path / 'in.csv')}", f"output={tmp_path / 'out.csv'}",
+            "columns.title=job_title", "columns.description=job_text")
+    out = read(tmp_path / "out.csv")
+    assert list(out.columns[:3]) == ["job_title", "job_text", "id"]
+    predictor = Predictor.from_run(run_dir, tiny_onet)
+    with_text = predictor.predict(INPUT["title"], INPUT["description"]).scores[0]
+    np.testing.assert_allclose(out.loc[0, [f"pred_score_{j}" for j in range(1, 6)]]
+                               .astype(float), with_text, atol=1e-6)
+    assert not np.allclose(with_text, predictor.predict(INPUT["title"]).scores[0])
+
+
+def test_input_with_prediction_columns_is_refused(predict, tmp_path):
+    source = write(INPUT.assign(status="x"), tmp_path / "in.csv")
+    with pytest.raises(DataError, match="has column.* status"):
+        predict(f"input={source}", f"output={tmp_path / 'out.csv'}")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing file", "does not exist"),
+    ("no title column", "missing required column.*title"),
+    ("unknown input type", "unsupported file type '.txt'"),
+    ("unknown output type", "unsupported file type '.xlsx'"),
+    ("not UTF-8", "line 3 is not valid UTF-8"),
+    ("no output", "give input=FILE and output=FILE"),
+])
+def test_bad_input_is_a_clear_error(predict, tmp_path, case, message):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    if case == "no title column":
+        write(INPUT.rename(columns={"title": "job"}), source)
+    elif case == "unknown input type":
+        source = write(INPUT, tmp_path / "in.parquet").rename(tmp_path / "in.txt")
+    elif case == "unknown output type":
+        write(INPUT, source)
+        output = tmp_path / "out.xlsx"
+    elif case == "not UTF-8":
+        source.write_bytes(b"title\nNurse\nCaf\xe9 owner\n")
+    elif case == "no output":
+        write(INPUT, source)
+    overrides = [f"input={source}"] + ([] if case == "no output" else [f"output={output}"])
+    with pytest.raises(OcclassError, match=message):
+        predict(*overrides)
+    assert not output.exists()
+
+
+def test_an_interrupted_run_leaves_no_output(predict, tmp_path, monkeypatch):
+    source = write(INPUT, tmp_path / "in.parquet")
+    calls = []
+    original = Predictor.predict
+
+    def fail_on_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", fail_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        predict(f"input={source}", f"output={tmp_path / 'out.parquet'}", "chunk_rows=2")
+    assert len(calls) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["in.parquet"]  # no output, no temp file
+
+
+def test_text_prints_a_ranked_table(predict, tiny_onet, capsys):
+    predict('text="registered nurse"', "top_k=3")
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["rank", "code", "title", "score"]
+    assert [row.split()[0] for row in rows] == ["1", "2", "3"]
+    codes = set(pd.read_csv(tiny_onet / "Occupation Data.txt", sep="\t")["O*NET-SOC Code"])
+    assert {row.split()[1] for row in rows} <= codes
+    scores = [float(row.split()[-1]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    done = cli(tmp_path, "input=missing.csv", "output=out.csv")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: missing.csv: file does not exist"]
+    assert list(tmp_path.iterdir()) == []  # no Hydra outputs/, .hydra/ or log file
+
+
+def test_cli_text_mode(tmp_path, run_dir, tiny_onet):
+    done = cli(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "text=Plumber")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:4] == ["rank", "code", "title", "score"]
+    assert len(done.stdout.strip().splitlines()) == 6
+    assert list(tmp_path.iterdir()) == []

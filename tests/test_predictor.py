@@ -1,0 +1,205 @@
+"""Predictor: loading a run, keeping its category cache fresh, ranking like a brute-force search."""
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from occlass import runs
+from occlass.category_cache import CategoryCache
+from occlass.data import input_text
+from occlass.encoder import Encoder, load_tokenizer
+from occlass.errors import OcclassError
+from occlass.predictor import Predictor
+from occlass.taxonomy import Taxonomy
+from occlass.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLES = ["Registered Nurse", "senior python developer", "Plumber", "CEO", "plumber"]
+DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.", "fixes pipes"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
+    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.data_dir={tiny_onet}", f"paths.output_dir={out}",
+            f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
+            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "data.batch_size=8",
+            "data.eval_batch_size=16", "data.val_fraction=0.2", "data.test_fraction=0.2",
+            "loggers={}"])
+    train(cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir, tiny_onet) -> Predictor:
+    return Predictor.from_run(run_dir, tiny_onet, batch_size=2)  # several batches
+
+
+@pytest.fixture
+def run_copy(tmp_path, run_dir) -> Path:
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def embed(encoder, tokenizer, text: str, max_length: int) -> torch.Tensor:
+    ids = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        return encoder(ids["input_ids"], ids["attention_mask"])[0]
+
+
+def test_top_k_matches_brute_force(predictor, run_dir, tiny_onet):
+    result = predictor.predict(TITLES, DESCRIPTIONS, top_k=4)
+    encoder = Encoder(run_dir / runs.ENCODER_DIR).eval()
+    tokenizer = load_tokenizer(run_dir / runs.ENCODER_DIR)
+    taxonomy = Taxonomy.load(tiny_onet)
+    categories = torch.stack([embed(encoder, tokenizer, text, 64)
+                              for text in taxonomy.category_texts("title_description")])
+    for row, (title, description) in enumerate(zip(TITLES, DESCRIPTIONS)):
+        query = embed(encoder, tokenizer, input_text(title, description), 32)
+        cosine = F.cosine_similarity(query[None], categories).numpy()
+        best = np.argsort(-cosine)[:4]
+        # The tiny random model gives near-ties, so compare scores, not the order of tied codes.
+        np.testing.assert_allclose(result.scores[row], cosine[best], atol=1e-5)
+        chosen = [taxonomy.index[code] for code in result.codes[row]]
+        np.testing.assert_allclose(cosine[chosen], result.scores[row], atol=1e-5)
+        assert list(result.titles[row]) == [taxonomy.titles[i] for i in chosen]
+    assert (result.status == "ok").all()
+
+
+def test_a_fresh_run_cache_is_used_as_is(run_dir, tiny_onet, caplog):
+    caplog.set_level(logging.INFO, logger="occlass")
+    predictor = Predictor.from_run(run_dir, tiny_onet)
+    assert "category texts" not in caplog.text
+    saved = CategoryCache.load(run_dir / runs.CACHE_FILE)
+    assert torch.equal(predictor.embeddings, saved.embeddings)
+    assert predictor.max_input_length == 32  # from run.json
+
+
+@pytest.mark.parametrize("damage", ["weights", "max_category_length", "taxonomy", "missing",
+                                    "truncated"])
+def test_a_stale_or_missing_cache_is_rebuilt(run_copy, tiny_onet, caplog, damage):
+    path = run_copy / runs.CACHE_FILE
+    good = CategoryCache.load(path)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        CategoryCache(torch.zeros_like(good.embeddings), good.codes,
+                      {**good.identity, damage: "something else"}).save(path)
+    caplog.set_level(logging.INFO, logger="occlass")
+    predictor = Predictor.from_run(run_copy, tiny_onet)
+    assert "encoding 12 category texts" in caplog.text
+    torch.testing.assert_close(predictor.embeddings, good.embeddings)
+    rebuilt = CategoryCache.load(path)
+    assert rebuilt.identity == good.identity
+    torch.testing.assert_close(rebuilt.embeddings, good.embeddings)
+
+
+def test_another_max_category_length_is_encoded_in_memory_only(run_copy, tiny_onet):
+    before = (run_copy / runs.CACHE_FILE).read_bytes()
+    predictor = Predictor.from_run(run_copy, tiny_onet, max_category_length=8)
+    assert (run_copy / runs.CACHE_FILE).read_bytes() == before
+    assert not torch.allclose(predictor.embeddings, CategoryCache.load(run_copy / runs.CACHE_FILE)
+                              .embeddings)
+
+
+def test_a_run_of_another_taxonomy_is_refused(run_dir, tiny_onet, tmp_path):
+    other = shutil.copytree(tiny_onet, tmp_path / "onet")
+    with open(other / "Occupation Data.txt", "a", encoding="utf-8") as f:
+        f.write("53-3032.00\tHeavy and Tractor-Trailer Truck Drivers\tDrive trucks.\n")
+    with pytest.raises(OcclassError, match=r"another taxonomy .*12 codes.*13 codes"):
+        Predictor.from_run(run_dir, other)
+
+
+@pytest.mark.parametrize("remove", [runs.RUN_FILE, runs.ENCODER_DIR])
+def test_an_incomplete_run_is_refused(run_copy, tiny_onet, remove):
+    target = run_copy / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(OcclassError, match=f"not a complete training run .*{remove}"):
+        Predictor.from_run(run_copy, tiny_onet)
+
+
+def test_empty_and_missing_titles_get_a_status_and_no_prediction(predictor):
+    result = predictor.predict(["Nurse", "", None, float("nan"), "  "], top_k=3)
+    assert list(result.status) == ["ok"] + ["empty title"] * 4
+    assert result.codes[0].tolist() == predictor.predict(["Nurse"], top_k=3).codes[0].tolist()
+    assert result.codes[1:].tolist() == result.titles[1:].tolist() == [[None] * 3] * 4
+    assert np.isnan(result.scores[1:]).all()
+
+
+def test_missing_descriptions_count_as_absent(predictor):
+    alone = predictor.predict(["Nurse"]).scores[0]
+    with_missing = predictor.predict(["Nurse", "Nurse", "Nurse"], [None, float("nan"), " "])
+    for scores in with_missing.scores:
+        np.testing.assert_array_equal(scores, alone)
+    described = predictor.predict(["Nurse"], ["Cares for patients on a hospital ward."]).scores[0]
+    assert not np.allclose(described, alone)
+
+
+def test_identical_inputs_are_encoded_once(run_dir, tiny_onet):
+    predictor = Predictor.from_run(run_dir, tiny_onet)
+    encoded = []
+    forward = predictor.encoder.forward
+    predictor.encoder.forward = lambda ids, mask: encoded.append(len(ids)) or forward(ids, mask)
+    titles = ["Staff Nurse", "staff nurse", "  STAFF   nurse ", "Plumber", "Staff Nurse"]
+    first = predictor.predict(titles)
+    assert sum(encoded) == 2  # case and spacing do not change the tokens
+    assert (first.codes[:3] == first.codes[0]).all() and (first.codes[4] == first.codes[0]).all()
+    again = predictor.predict(titles[::-1])
+    assert sum(encoded) == 2  # remembered across calls
+    np.testing.assert_array_equal(again.scores[::-1], first.scores)
+
+
+def test_inputs_are_truncated_to_max_input_length(run_dir, tiny_onet):
+    predictor = Predictor.from_run(run_dir, tiny_onet, max_input_length=8)
+    lengths = []
+    forward = predictor.encoder.forward
+    predictor.encoder.forward = lambda ids, mask: lengths.append(ids.shape[1]) or forward(ids, mask)
+    long = "Cares for patients on the night shift of a busy hospital ward. " * 20
+    result = predictor.predict(["Nurse", "Nurse"], [long, long + " and more"])
+    assert max(lengths) == 8
+    np.testing.assert_array_equal(result.scores[0], result.scores[1])
+
+
+def test_top_k_is_capped_by_the_taxonomy_and_must_be_positive(predictor):
+    result = predictor.predict(["Nurse"], top_k=50)
+    assert result.codes.shape == (1, 12) and len(set(result.codes[0])) == 12
+    assert (np.diff(result.scores[0]) <= 0).all()
+    with pytest.raises(OcclassError, match="top_k"):
+        predictor.predict(["Nurse"], top_k=0)
+
+
+def test_bf16_autocast_scores_close_to_fp32(run_dir, tiny_onet, predictor):
+    bf16 = Predictor.from_run(run_dir, tiny_onet, precision="bf16")
+    expected = predictor.predict(TITLES, DESCRIPTIONS).scores
+    np.testing.assert_allclose(bf16.predict(TITLES, DESCRIPTIONS).scores, expected, atol=0.02)
+    with pytest.raises(OcclassError, match="precision"):
+        Predictor.from_run(run_dir, tiny_onet, precision="16")
+
+
+def test_zero_shot_keeps_its_cache_at_cache_path(tiny_bert, tiny_onet, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="occlass")
+    path = tmp_path / "zero-shot" / "category_cache.pt"
+    first = Predictor.zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path)
+    assert CategoryCache.load(path).identity["recipe"] == "title_description"
+    assert caplog.text.count("category texts") == 1
+    second = Predictor.zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path)
+    assert caplog.text.count("category texts") == 1  # loaded, not rebuilt
+    np.testing.assert_array_equal(first.predict(TITLES).scores, second.predict(TITLES).scores)
+
+
+@pytest.mark.integration
+def test_zero_shot_packaged_model_ranks_obvious_titles(packaged_minilm, tiny_onet):
+    predictor = Predictor.zero_shot(tiny_onet)
+    result = predictor.predict(["registered nurse", "python developer", "electrician"], top_k=3)
+    assert [codes[0] for codes in result.codes] == ["29-1141.00", "15-1252.00", "47-2111.00"]
+    assert (np.diff(result.scores, axis=1) <= 0).all()
