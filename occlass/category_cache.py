@@ -7,6 +7,7 @@ identity records all four, so a cache that no longer matches is detected and reb
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,5 +64,5 @@ class CategoryCache:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             return cls(state["embeddings"], state["codes"], state["identity"])
-        except (OSError, KeyError, RuntimeError) as err:
+        except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             raise OcclassError(f"{path}: not a readable category cache ({err})") from None

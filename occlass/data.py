@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,12 +13,13 @@ import lightning as L
 import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from occlass.encoder import load_tokenizer
 from occlass.errors import DataError
 from occlass.tabular_io import read_chunks
 from occlass.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
+from occlass.text import input_text, normalize_title
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -33,18 +32,6 @@ ONET_SOURCES = {
 }
 SOURCES = ("title", *ONET_SOURCES)
 SPLITS = ("train", "val", "test")
-
-
-def normalize_title(text: str) -> str:
-    """Case-, accent- and punctuation-insensitive key: "Sr. S/W Engineer" → "sr s w engineer"."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    return " ".join(re.sub(r"[^\w]+", " ", text).split())
-
-
-def input_text(title: str, description: str | None = None) -> str:
-    """The text the encoder sees for one input: the title, then the description if any."""
-    return f"{title}. {description}" if description else title
 
 
 def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
@@ -140,6 +127,27 @@ def summarize(pairs: pd.DataFrame, examples: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+class EpochSampler(RandomSampler):
+    """Shuffles like Lightning's DDP `DistributedSampler` (permutation seeded by seed + epoch).
+
+    One process thus sees the same global batches as DDP does (rank r takes perm[r::world]) and a
+    resumed run repeats the order of an uninterrupted one. Under DDP, Lightning replaces it (it is
+    a `RandomSampler`) by `DistributedSampler(shuffle=True, seed=PL_GLOBAL_SEED)`.
+    """
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
 class PairCollator:
     """Pads titles; in training, also pads the texts of the batch's distinct categories (once each)."""
 
@@ -175,7 +183,8 @@ class TitlePairDataModule(L.LightningDataModule):
                  n_tasks: int = 3, val_fraction: float = 0.05, test_fraction: float = 0.1,
                  split_seed: int = 0, batch_size: int = 128, eval_batch_size: int = 512,
                  max_input_length: int = 32, max_category_length: int = 64,
-                 num_workers: int = 0, limit_eval_examples: int | None = None):
+                 num_workers: int = 0, limit_eval_examples: int | None = None,
+                 shuffle_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.taxonomy: Taxonomy | None = None
@@ -224,8 +233,10 @@ class TitlePairDataModule(L.LightningDataModule):
         log.info("splits:\n%s", summarize(self.pairs, examples))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], batch_size=self.hparams.batch_size,
-                          shuffle=True, drop_last=True, num_workers=self.hparams.num_workers,
+        train = self.datasets["train"]
+        return DataLoader(train, batch_size=self.hparams.batch_size, drop_last=True,
+                          sampler=EpochSampler(train, self.hparams.shuffle_seed),
+                          num_workers=self.hparams.num_workers,
                           collate_fn=PairCollator(self.tokenizer, self.category_ids))
 
     def _eval_loader(self, split: str) -> DataLoader:

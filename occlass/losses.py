@@ -25,6 +25,14 @@ def gather_with_grad(x: torch.Tensor, pad_value: float = 0) -> torch.Tensor:
     return torch.cat([part[: int(s[0])] for part, s in zip(parts, shapes)])
 
 
+def first_copies(ids: torch.Tensor) -> torch.Tensor:
+    """Positions of the first occurrence of each distinct value of `ids`, in order."""
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    positions = torch.arange(len(ids), device=ids.device)
+    first = torch.full_like(unique, len(ids)).scatter_reduce(0, inverse, positions, "amin")
+    return first.sort().values
+
+
 def contrastive_loss(queries: torch.Tensor, categories: torch.Tensor, target: torch.Tensor,
                      valid: torch.Tensor, temperature: float = 0.05,
                      symmetric: bool = True) -> torch.Tensor:
@@ -68,6 +76,10 @@ class ContrastiveLoss(nn.Module):
         codes = gather_with_grad(codes, pad_value=-1)
         categories = gather_with_grad(categories)
         category_index = gather_with_grad(category_index)
+        # A category in several ranks' batches arrives once per rank: keep one copy, or it would
+        # count several times as a negative.
+        keep = first_copies(category_index)
+        categories, category_index = categories[keep], category_index[keep]
         valid = (codes.unsqueeze(-1) == category_index).any(dim=1)
         target = (labels.unsqueeze(1) == category_index).int().argmax(dim=1)
         return contrastive_loss(queries, categories, target, valid, self.temperature,

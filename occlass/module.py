@@ -26,6 +26,10 @@ class OccupationClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
         self.encoder = encoder
+        # Mean pooling leaves the HF pooler (BERT, MPNet) without gradients: frozen, DDP does
+        # not wait for them.
+        if getattr(encoder.model, "pooler", None) is not None:
+            encoder.model.pooler.requires_grad_(False)
         self.loss = loss or ContrastiveLoss()
         self.optimizer = optimizer or torch.optim.AdamW
         self.category_cache: CategoryCache | None = None

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from tqdm import tqdm
 
 from occlass import runs
 from occlass.category_cache import CategoryCache, encode_ids, weights_fingerprint
-from occlass.data import input_text
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import DataError, OcclassError
 from occlass.tabular_io import AtomicTableWriter, read_chunks
 from occlass.taxonomy import Taxonomy
+from occlass.text import input_text
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,7 @@ class Predictions:
 
 
 def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
+    """The O*NET release in `data_dir`, with task statements if the recipe uses them."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
@@ -66,7 +66,7 @@ def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
 
 def category_cache(encoder: Encoder, tokenizer, taxonomy: Taxonomy, recipe: str,
                    max_length: int, n_tasks: int = 3, path: str | Path | None = None,
-                   batch_size: int = 256) -> CategoryCache:
+                   batch_size: int = 64) -> CategoryCache:
     """The category embeddings of these weights, taxonomy, recipe and length: the cache at `path`
     if its identity matches, else rebuilt (and saved to `path`, when given and writable)."""
     identity = {"taxonomy": taxonomy.fingerprint, "taxonomy_version": taxonomy.version,
@@ -102,11 +102,15 @@ def _text(values: Sequence) -> np.ndarray:
 
 
 class Predictor:
-    """Cosine similarity of encoded inputs to a cached category matrix, top-k per input."""
+    """Cosine similarity of encoded inputs to a cached category matrix, top-k per input.
+
+    `titles` are the occupation titles of the cache's codes, in the same order. A forward pass
+    takes at most `batch_size` inputs and `batch_tokens` tokens (padding included).
+    """
 
     def __init__(self, encoder: Encoder, tokenizer, cache: CategoryCache, titles: Sequence[str],
-                 max_input_length: int, batch_size: int = 256, precision: str = "32",
-                 device: str = "cpu", memo_size: int = 100_000):
+                 max_input_length: int, batch_size: int = 256, batch_tokens: int = 2048,
+                 precision: str = "32", device: str = "cpu", memo_size: int = 100_000):
         if str(precision) not in PRECISIONS:
             raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.device = torch.device(device)
@@ -117,6 +121,7 @@ class Predictor:
         self.titles = np.array(titles, dtype=object)
         self.max_input_length = max_input_length
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.bf16 = str(precision) == "bf16"
         self.memo_size = memo_size
         self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
@@ -205,11 +210,8 @@ class Predictor:
         keys = [np.asarray(i, dtype=np.int32).tobytes() for i in ids]
         new = sorted({key: i for i, key in enumerate(keys) if key not in memo}.values(),
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
-                    else nullcontext())
-        for start in range(0, len(new), self.batch_size):
-            batch = new[start:start + self.batch_size]
-            with autocast:
+        for batch in self._batches(new, ids):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
                 embeddings = encode_ids(self.encoder, [ids[i] for i in batch], self.pad_id,
                                         len(batch))
             scores, index = (embeddings @ self.embeddings.T).topk(k, dim=1)
@@ -217,6 +219,18 @@ class Predictor:
                             zip(index.cpu().numpy(), scores.cpu().numpy())))
         index, scores = zip(*(memo[key] for key in keys))
         return np.stack(index), np.stack(scores)
+
+    def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
+        """Consecutive runs of `order` (shortest input first) that fit one forward pass."""
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) == self.batch_size
+                          or (len(batch) + 1) * len(ids[i]) > self.batch_tokens):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
 
     @property
     def pad_id(self) -> int:
@@ -236,6 +250,18 @@ def count_rows(path: str | Path) -> int | None:
     return lines - (path.suffix.lower() == ".csv")
 
 
+def predict_chunk(predictor: Predictor, chunk: pd.DataFrame, input: str | Path, top_k: int = 5,
+                  title_column: str = "title",
+                  description_column: str | None = "description") -> pd.DataFrame:
+    """A chunk of the table `input`: its columns, then the prediction columns."""
+    description = chunk.get(description_column) if description_column else None
+    result = predictor.predict(chunk[title_column], description, top_k).to_frame(chunk.index)
+    if clash := [c for c in result if c in chunk]:
+        raise DataError(f"{input}: has column(s) {', '.join(clash)}, which prediction writes; "
+                        "rename them")
+    return pd.concat([chunk, result], axis=1)
+
+
 def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
                  title_column: str = "title", description_column: str | None = "description",
                  chunk_rows: int = 10_000, progress: bool = True) -> int:
@@ -247,23 +273,20 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
     with (AtomicTableWriter(output) as writer,
           tqdm(total=count_rows(input), unit="rows", unit_scale=True, disable=not progress) as bar):
         for chunk in chunks:
-            description = chunk.get(description_column) if description_column else None
-            result = predictor.predict(chunk[title_column], description, top_k)
-            result = result.to_frame(chunk.index)
-            if clash := [c for c in result if c in chunk]:
-                raise DataError(f"{input}: has column(s) {', '.join(clash)}, which prediction "
-                                "writes; rename them")
-            writer.write(pd.concat([chunk, result], axis=1))
+            writer.write(predict_chunk(predictor, chunk, input, top_k, title_column,
+                                       description_column))
             bar.update(len(chunk))
             rows += len(chunk)
     return rows
 
 
-def load_predictor(cfg: DictConfig) -> Predictor:
-    """The predictor of `cfg.run`, or the zero-shot one when `run` is null."""
+def load_predictor(cfg: DictConfig, device: str | None = None) -> Predictor:
+    """The predictor of `cfg.run`, or the zero-shot one when `run` is null, on `device` (default
+    `cfg.device`)."""
     options = {"max_input_length": cfg.max_input_length,
-               "max_category_length": cfg.max_category_length, "device": cfg.device,
-               "batch_size": cfg.batch_size, "precision": str(cfg.precision)}
+               "max_category_length": cfg.max_category_length, "device": device or cfg.device,
+               "batch_size": cfg.batch_size, "batch_tokens": cfg.batch_tokens,
+               "precision": str(cfg.precision)}
     if cfg.run is None:
         return Predictor.zero_shot(cfg.data_dir, cache_path=cfg.zero_shot_cache, **options)
     return Predictor.from_run(cfg.run, cfg.data_dir, **options)
@@ -279,6 +302,11 @@ def predict_job(cfg: DictConfig) -> None:
             raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
         AtomicTableWriter(cfg.output)  # fail fast on bad paths, types or columns, before loading
         next(read_chunks(cfg.input, 1, required=[cfg.columns.title]), None)
+        if cfg.get("trainer"):
+            from occlass.distributed_predict import predict_distributed  # imports Lightning
+
+            predict_distributed(cfg)
+            return
     predictor = load_predictor(cfg)
     if cfg.text is None:
         rows = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,

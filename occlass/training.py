@@ -27,8 +27,8 @@ def train(cfg: DictConfig) -> float:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/accuracy", mode="max",
                                  save_last=True, filename="best-{epoch}-{step}")
     callbacks = [checkpoint, *instantiate(cfg.get("callbacks") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out,
-                          logger=[instantiate(lg) for lg in cfg.loggers.values()])
+    loggers = [instantiate(logger) for logger in (cfg.get("loggers") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out, logger=loggers)
 
     before = None
     if cfg.eval_before and not cfg.ckpt_path:

@@ -2,12 +2,12 @@ import logging
 
 import pytest
 import torch
-
 from conftest import ONET_DATA
-from occlass.data import (TitlePairDataModule, assign_splits, group_examples, load_pairs,
-                          normalize_title)
+
+from occlass.data import TitlePairDataModule, assign_splits, group_examples, load_pairs
 from occlass.errors import DataError
 from occlass.taxonomy import Taxonomy
+from occlass.text import normalize_title
 
 
 def test_normalize_title():

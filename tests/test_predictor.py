@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 
 from occlass import runs
 from occlass.category_cache import CategoryCache
-from occlass.data import input_text
 from occlass.encoder import Encoder, load_tokenizer
 from occlass.errors import OcclassError
 from occlass.predictor import Predictor
 from occlass.taxonomy import Taxonomy
+from occlass.text import input_text
 from occlass.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +72,17 @@ def test_top_k_matches_brute_force(predictor, run_dir, tiny_onet):
         np.testing.assert_allclose(cosine[chosen], result.scores[row], atol=1e-5)
         assert list(result.titles[row]) == [taxonomy.titles[i] for i in chosen]
     assert (result.status == "ok").all()
+
+
+def test_batches_respect_the_size_and_token_limits(run_dir, tiny_onet, predictor):
+    small = Predictor.from_run(run_dir, tiny_onet, batch_size=3, batch_tokens=20)
+    shapes = []
+    forward = small.encoder.forward
+    small.encoder.forward = lambda ids, mask: shapes.append(ids.shape) or forward(ids, mask)
+    titles = ["x " * n for n in range(8, 0, -1)]  # 3 to 10 tokens
+    result = small.predict(titles)
+    assert [tuple(shape) for shape in shapes] == [(3, 5), (2, 7), (2, 9), (1, 10)]
+    np.testing.assert_allclose(result.scores, predictor.predict(titles).scores, atol=1e-5)
 
 
 def test_a_fresh_run_cache_is_used_as_is(run_dir, tiny_onet, caplog):

@@ -1,0 +1,106 @@
+"""Sweep summaries: `python -m occlass.sweeps summarize DIR` tabulates a Hydra multirun folder.
+
+Each job folder of DIR (DIR/0, DIR/1, ...) holds `.hydra/overrides.yaml` and, once its run has
+finished, `metrics.json`. Writes DIR/summary.csv and DIR/summary.md, best validation accuracy
+first (runs without metrics.json are listed as failed, last), and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from occlass.errors import OcclassError
+from occlass.runs import METRICS_FILE, write_atomic
+
+OBJECTIVE = "best_val_accuracy"
+TEST_METRICS = ("accuracy", "top5_accuracy", "f1_weighted", "f1_macro")
+LABELS = {OBJECTIVE: "best val accuracy", **{f"test_{m}": f"test {m}" for m in TEST_METRICS}}
+
+
+def _natural(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job: run (its folder), status, one column per override, objective, test
+    metrics after fine-tuning; sorted by the objective, best first."""
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted((p.parent.parent.relative_to(sweep_dir)
+                   for p in sweep_dir.glob("**/.hydra/overrides.yaml")), key=_natural)
+    if not jobs:
+        raise OcclassError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml); pass the "
+                           "folder of a `python train.py -m ...` sweep, e.g. multirun/DATE/TIME")
+    rows, keys = [], {}
+    for job in jobs:
+        overrides = dict(item.partition("=")[::2] for item in
+                         OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml"))
+        keys.update(dict.fromkeys(overrides))
+        row = {"run": job.as_posix(), "status": "failed", **overrides}
+        metrics_file = sweep_dir / job / METRICS_FILE
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            row.update({"status": "ok", OBJECTIVE: metrics[OBJECTIVE]})
+            row.update({f"test_{m}": metrics["after"].get(m) for m in TEST_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["run", "status", *keys, *LABELS])
+    return frame.sort_values(OBJECTIVE, ascending=False, na_position="last", kind="stable")
+
+
+def _cell(value, metric: bool) -> str:
+    if pd.isna(value):
+        return "–"
+    if metric:
+        return f"{value:.4f}"
+    try:  # a swept float such as optim.lr=3.574712922600245e-05: 4 significant digits
+        return value if float(value).is_integer() else f"{float(value):.4g}"
+    except ValueError:
+        return str(value)
+
+
+def markdown(frame: pd.DataFrame, title: str) -> str:
+    """The table with the overrides that vary between runs; those shared by all in one line."""
+    overrides = [c for c in frame.columns if c not in ("run", "status", *LABELS)]
+    shared = [c for c in overrides if frame[c].notna().all() and frame[c].nunique() == 1]
+    varying = [c for c in overrides if c not in shared]
+    failed = int((frame["status"] == "failed").sum())
+    lines = [f"{title}: {len(frame)} runs ({failed} failed), best validation accuracy first.", ""]
+    if shared:
+        lines += ["Overrides of every run: " + " ".join(f"`{c}={frame[c].iloc[0]}`"
+                                                       for c in shared), ""]
+    columns = ["run", "status", *varying, *LABELS]
+    lines += ["| " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
+              "|" + "|".join("---:" if c in LABELS else "---" for c in columns) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c], c in LABELS) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def summarize(sweep_dir: str | Path) -> str:
+    """Write DIR/summary.csv and DIR/summary.md; returns the markdown."""
+    sweep_dir = Path(sweep_dir)
+    frame = collect(sweep_dir)
+    text = markdown(frame, f"Sweep `{sweep_dir}`")
+    write_atomic(sweep_dir / "summary.csv", frame.to_csv(index=False))
+    write_atomic(sweep_dir / "summary.md", text + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m occlass.sweeps", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("summarize", help="tabulate a multirun folder")
+    command.add_argument("dir", type=Path, help="the sweep folder, e.g. multirun/DATE/TIME")
+    args = parser.parse_args(argv)
+    print(summarize(args.dir))
+
+
+if __name__ == "__main__":
+    from occlass.cli import run_cli
+
+    run_cli(main)

@@ -1,0 +1,166 @@
+"""DDP on CPU (gloo): the gathered loss equals the one-process loss, the data order matches, and a
+2-process run equals a 1-process run with the same global batch; the SLURM launcher config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+from torch.utils.data import DataLoader, DistributedSampler
+
+from occlass.category_cache import CategoryCache
+from occlass.data import EpochSampler
+from occlass.encoder import Encoder
+from occlass.losses import ContrastiveLoss
+from occlass.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+WORLD = 2
+
+
+def loss_inputs():
+    """A global batch of 8 inputs: categories shared between the halves, one two-code input."""
+    torch.manual_seed(0)
+    queries = F.normalize(torch.randn(8, 16), dim=-1)
+    table = F.normalize(torch.randn(6, 16), dim=-1)  # category embeddings by category id
+    labels = torch.tensor([0, 1, 2, 1, 3, 1, 4, 5])
+    codes = torch.stack([labels, torch.full_like(labels, -1)], dim=1)
+    codes[3, 1] = 2  # input 3 is also valid for category 2
+    return queries, table, labels, codes
+
+
+def loss_and_grads(queries, table, labels, codes):
+    """The loss of this process's inputs, and its gradients w.r.t. queries and the table."""
+    queries, table = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    index = torch.unique(labels)  # what PairCollator does: each category of the batch once
+    loss = ContrastiveLoss(temperature=0.1)(queries, labels, codes, table[index], index)
+    loss.backward()
+    return loss.detach(), queries.grad, table.grad
+
+
+def ddp_rank(rank: int, port: int, out: Path) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD)
+    queries, table, labels, codes = loss_inputs()
+    half = slice(rank * 4, (rank + 1) * 4)
+    torch.save(loss_and_grads(queries[half], table, labels[half], codes[half]), out / f"{rank}.pt")
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gathered_loss_and_gradients_match_one_process(tmp_path):
+    """Every rank computes the loss of the global batch. all_gather's backward sums the gradients
+    of the ranks' (identical) losses, so a rank's input gradient is WORLD × the one-process one;
+    DDP's averaging of parameter gradients divides WORLD out again."""
+    loss, query_grad, table_grad = loss_and_grads(*loss_inputs())
+    mp.spawn(ddp_rank, args=(free_port(), tmp_path), nprocs=WORLD)
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(WORLD)]
+    for rank, (rank_loss, rank_query_grad, _) in enumerate(ranks):
+        assert torch.allclose(rank_loss, loss, atol=1e-6)
+        assert torch.allclose(rank_query_grad / WORLD, query_grad[rank * 4:(rank + 1) * 4],
+                              atol=1e-6)
+    assert torch.allclose(sum(grads for _, _, grads in ranks) / WORLD, table_grad, atol=1e-6)
+
+
+def test_one_process_batches_are_the_union_of_the_ranks_batches():
+    """Lightning swaps EpochSampler (a RandomSampler) for a plain DistributedSampler under DDP,
+    whose ranks' t-th batches together hold the one-process t-th batch."""
+    data = list(range(46))
+    loader = DataLoader(data, batch_size=8, drop_last=True, sampler=EpochSampler(data, seed=7))
+    ranks = [_get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=WORLD,
+                                      rank=rank, seed=7) for rank in range(WORLD)]
+    assert all(type(sampler) is DistributedSampler for sampler in ranks)
+    orders = []
+    for epoch in (0, 1):
+        for sampler in (loader.sampler, *ranks):
+            sampler.set_epoch(epoch)
+        orders.append(list(loader.sampler))
+        split = [list(sampler) for sampler in ranks]
+        for t in range(len(data) // 8):
+            assert sorted(orders[-1][8 * t:8 * t + 8]) == sorted(
+                index for order in split for index in order[4 * t:4 * t + 4])
+    assert orders[0] != orders[1]
+
+
+def run_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_two_process_ddp_run_equals_one_process_run(train_cfg, tiny_bert, tiny_onet, tmp_path):
+    """2 ranks × batch 4 against 1 process × batch 8: the same global batches (46 training pairs,
+    val and test of 10 titles each, so no rank gets a padded sample), the same metrics, final
+    weights and category cache."""
+    common = ["trainer.max_epochs=2", "optim.lr=1e-3", "seed=7", "threads=1"]
+    single = train_cfg(*common, f"paths.output_dir={tmp_path / 'single'}")
+    train(single)
+    ddp = tmp_path / "ddp"
+    command = [sys.executable, "train.py", *common, f"hydra.run.dir={ddp}",
+               f"paths.data_dir={tiny_onet}", f"model.encoder.name={tiny_bert}",
+               "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={WORLD}",
+               "trainer.precision=32-true", "trainer.enable_progress_bar=false",
+               "data.batch_size=4", "data.eval_batch_size=16", "data.val_fraction=0.2",
+               "data.test_fraction=0.2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = run_metrics(tmp_path / "single"), run_metrics(ddp)
+    assert b["best_val_accuracy"] == pytest.approx(a["best_val_accuracy"], abs=1e-6)
+    for stage in ("before", "after"):
+        assert b[stage] == pytest.approx(a[stage], abs=1e-6), stage
+    weights = [torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+               for out in (tmp_path / "single", ddp)]
+    for key, value in weights[0].items():
+        assert torch.allclose(weights[1][key], value, atol=1e-5), key
+    query = "encoder.model.encoder.layer.0.attention.self.query.weight"
+    initial = Encoder(tiny_bert).state_dict()[query.removeprefix("encoder.")]
+    assert not torch.allclose(weights[0][query], initial, atol=1e-3)  # training moved them
+    caches = [CategoryCache.load(out / "category_cache.pt") for out in (tmp_path / "single", ddp)]
+    assert torch.allclose(caches[0].embeddings, caches[1].embeddings, atol=1e-5)
+    assert (ddp / "train_ddp_process_1.log").is_file()  # rank 1 ran (and wrote only its log)
+
+
+def test_slurm_launcher_config_requests_a_task_per_device(tmp_path, monkeypatch):
+    """hydra/launcher=slurm instantiates, and its parameters make a valid sbatch script (a stub
+    `srun` stands in for the cluster; nothing is submitted)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp",
+            "trainer.devices=4", "trainer.num_nodes=2"])
+    launcher = instantiate(cfg.hydra.launcher)
+    params = launcher.params
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())  # as the launcher maps them
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in ("submitit_folder", "max_num_timeout")})
+    script = executor._executor._make_submission_file_text("python train.py", "uid")
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu",
+                 "--time=720", "--mem=64GB", "--cpus-per-task=8"):
+        assert f"#SBATCH {line}\n" in script, line
