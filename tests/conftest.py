@@ -102,18 +102,31 @@ def packaged_minilm() -> str:
     return "packaged:all-MiniLM-L6-v2"
 
 
-@pytest.fixture
-def train_cfg(tmp_path, tiny_bert, tiny_onet):
-    """Compose conf/train.yaml for the tiny model and data; extra overrides as arguments."""
+def compose_tiny_train(data_dir: Path, model_dir: Path, output_dir: Path, *overrides: str):
+    """conf/train.yaml for the tiny model and data, writing its run to `output_dir`."""
     from hydra import compose, initialize_config_dir
 
-    def make(*overrides: str):
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            return compose("train", overrides=[
-                f"paths.data_dir={tiny_onet}", f"paths.output_dir={tmp_path / 'run'}",
-                f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
-                "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
-                "data.test_fraction=0.2", "~loggers", *overrides])
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
+            f"model.encoder.name={model_dir}", "trainer.precision=32-true",
+            "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
+            "data.test_fraction=0.2", "~loggers", *overrides])
 
-    return make
+
+@pytest.fixture
+def train_cfg(tmp_path, tiny_bert, tiny_onet):
+    """Compose the tiny training config; extra overrides as arguments."""
+    return lambda *overrides: compose_tiny_train(tiny_onet, tiny_bert, tmp_path / "run",
+                                                 *overrides)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
+    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
+    from occlass.training import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(compose_tiny_train(tiny_onet, tiny_bert, out, "trainer.fast_dev_run=true"))
+    return out

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from occlass.distributed_predict import RowRange, rank_rows
-from occlass.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT = pd.DataFrame({  # 11 rows: not a multiple of 2 ranks or of chunk_rows=2
@@ -21,21 +19,6 @@ INPUT = pd.DataFrame({  # 11 rows: not a multiple of 2 ranks or of chunk_rows=2
                     "Builds frames.", None],
     "id": [f"{i:03d}" for i in range(11)],
 })
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
-    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
-    out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.data_dir={tiny_onet}", f"paths.output_dir={out}",
-            f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
-            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "data.batch_size=8",
-            "data.eval_batch_size=16", "data.val_fraction=0.2", "data.test_fraction=0.2",
-            "loggers={}"])
-    train(cfg)
-    return out
 
 
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")

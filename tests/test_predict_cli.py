@@ -12,7 +12,6 @@ from hydra import compose, initialize_config_dir
 from occlass.errors import DataError, OcclassError
 from occlass.predictor import Predictor, count_rows, predict_job
 from occlass.tabular_io import read_chunks
-from occlass.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT = pd.DataFrame({
@@ -21,21 +20,6 @@ INPUT = pd.DataFrame({
     "id": ["007", "008", "009", "010", "011"],
 })
 PRED_COLUMNS = [f"pred_{name}_{j}" for name in ("code", "title", "score") for j in (1, 2, 3)]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
-    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
-    out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.data_dir={tiny_onet}", f"paths.output_dir={out}",
-            f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
-            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "data.batch_size=8",
-            "data.eval_batch_size=16", "data.val_fraction=0.2", "data.test_fraction=0.2",
-            "loggers={}"])
-    train(cfg)
-    return out
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
 from occlass import runs
 from occlass.category_cache import CategoryCache
@@ -17,26 +16,9 @@ from occlass.errors import OcclassError
 from occlass.predictor import Predictor
 from occlass.taxonomy import Taxonomy
 from occlass.text import input_text
-from occlass.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Registered Nurse", "senior python developer", "Plumber", "CEO", "plumber"]
 DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.", "fixes pipes"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
-    """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
-    out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.data_dir={tiny_onet}", f"paths.output_dir={out}",
-            f"model.encoder.name={tiny_bert}", "trainer.precision=32-true",
-            "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", "data.batch_size=8",
-            "data.eval_batch_size=16", "data.val_fraction=0.2", "data.test_fraction=0.2",
-            "loggers={}"])
-    train(cfg)
-    return out
 
 
 @pytest.fixture(scope="module")
