@@ -96,7 +96,9 @@ def load_run(run_dir: Path, taxonomy, data_cfg) -> tuple[Encoder, object, torch.
     if cache.codes != list(taxonomy.codes):
         raise OcclassError(f"{run_dir}: its category cache is for other codes than this taxonomy")
     trained = info["config"]["data"]
-    differs = [k for k in SPLIT_KEYS if str(trained.get(k)) != str(data_cfg.get(k))]
+    differs = [k for k in SPLIT_KEYS if k != "data_dir" and str(trained.get(k)) != str(data_cfg.get(k))]
+    if Path(trained["data_dir"]).resolve() != Path(data_cfg.data_dir).resolve():
+        differs.append("data_dir")
     note = (f"**the run's split settings differ ({', '.join(differs)}): its test split is not "
             f"this one**" if differs else "the run used this split")
     encoder = Encoder(run_dir / runs.ENCODER_DIR)

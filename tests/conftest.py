@@ -112,7 +112,7 @@ def compose_tiny_train(data_dir: Path, model_dir: Path, output_dir: Path, *overr
             f"model.encoder.name={model_dir}", "trainer.precision=32-true",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
             "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
-            "data.test_fraction=0.2", "~loggers", *overrides])
+            "data.test_fraction=0.2", "~loggers", "~callbacks", *overrides])
 
 
 @pytest.fixture
