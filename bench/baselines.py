@@ -32,7 +32,7 @@ from occlass.taxonomy import SOC_LEVELS
 COLUMNS = (("top-1", "accuracy"), ("top-5", "top5_accuracy"), ("F1 weighted", "f1_weighted"),
            ("F1 macro", "f1_macro"), ("major", "major_accuracy"), ("minor", "minor_accuracy"),
            ("broad", "broad_accuracy"), ("detailed", "detailed_accuracy"))
-SPLIT_KEYS = ("data_dir", "sources", "extra_files", "val_fraction", "test_fraction", "split_seed")
+SPLIT_KEYS = ("sources", "extra_files", "val_fraction", "test_fraction", "split_seed")
 
 
 class Scorer:
@@ -96,7 +96,7 @@ def load_run(run_dir: Path, taxonomy, data_cfg) -> tuple[Encoder, object, torch.
     if cache.codes != list(taxonomy.codes):
         raise OcclassError(f"{run_dir}: its category cache is for other codes than this taxonomy")
     trained = info["config"]["data"]
-    differs = [k for k in SPLIT_KEYS if k != "data_dir" and str(trained.get(k)) != str(data_cfg.get(k))]
+    differs = [k for k in SPLIT_KEYS if str(trained.get(k)) != str(data_cfg.get(k))]
     if Path(trained["data_dir"]).resolve() != Path(data_cfg.data_dir).resolve():
         differs.append("data_dir")
     note = (f"**the run's split settings differ ({', '.join(differs)}): its test split is not "
