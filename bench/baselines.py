@@ -75,7 +75,6 @@ def encoder_rows(name: str, encoder: Encoder, tokenizer, categories: torch.Tenso
                  test_texts: list[str], train_texts: list[str], max_length: int,
                  batch_size: int, timings: list[str]) -> dict[str, dict[str, float]]:
     """Category-similarity and nearest-neighbour rows of one encoder (fp32)."""
-    encoder.eval()
     start = time.perf_counter()
     queries = encode(encoder, tokenizer, test_texts, max_length, batch_size)
     keys = encode(encoder, tokenizer, train_texts, max_length, batch_size)
@@ -134,7 +133,6 @@ def main() -> None:
     timings: list[str] = []
 
     encoder = Encoder(hp.tokenizer)
-    encoder.eval()
     start = time.perf_counter()
     categories = encode_ids(encoder, datamodule.category_ids, datamodule.tokenizer.pad_token_id,
                             args.batch_size)

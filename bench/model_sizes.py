@@ -41,7 +41,6 @@ def predict_rows_per_s(model, datamodule, rows: int) -> float:
     ids = list(datamodule.datasets["test"]["input_ids"])
     ids = (ids * (rows // len(ids) + 1))[:rows]
     categories = model.category_cache.embeddings
-    model.encoder.eval()
     start = time.perf_counter()
     scores = encode_ids(model.encoder, ids, datamodule.tokenizer.pad_token_id) @ categories.T
     scores.topk(5, dim=1)

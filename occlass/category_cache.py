@@ -31,20 +31,26 @@ def weights_fingerprint(module: nn.Module) -> str:
 @torch.inference_mode()
 def encode_ids(encoder: nn.Module, ids: list[list[int]], pad_id: int,
                batch_size: int = 256) -> torch.Tensor:
-    """Embed pre-tokenised texts, batched by length so padding is minimal; rows in input order."""
+    """Embed pre-tokenised texts, batched by length so padding is minimal; rows in input order.
+    Runs in eval mode (no dropout) and gives the encoder back in the mode it came in."""
     device = next(encoder.parameters()).device
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        lengths = torch.tensor([len(ids[i]) for i in rows])
-        input_ids = pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
-                                 padding_value=pad_id)
-        mask = (torch.arange(input_ids.shape[1]) < lengths.unsqueeze(1)).long()
-        emb = encoder(input_ids.to(device), mask.to(device)).float()
-        if out is None:
-            out = torch.empty(len(ids), emb.shape[1], device=device)
-        out[rows] = emb
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            lengths = torch.tensor([len(ids[i]) for i in rows])
+            input_ids = pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
+                                     padding_value=pad_id)
+            mask = (torch.arange(input_ids.shape[1]) < lengths.unsqueeze(1)).long()
+            emb = encoder(input_ids.to(device), mask.to(device)).float()
+            if out is None:
+                out = torch.empty(len(ids), emb.shape[1], device=device)
+            out[rows] = emb
+    finally:
+        encoder.train(was_training)
     return out
 
 

@@ -87,12 +87,9 @@ class OccupationClassifier(L.LightningModule):
         n, world, rank = len(self.category_ids), self.trainer.world_size, self.global_rank
         per_rank = -(-n // world)
         mine = self.category_ids[rank * per_rank:(rank + 1) * per_rank]
-        was_training = self.encoder.training
-        self.encoder.eval()
         with self.trainer.precision_plugin.forward_context():
             embeddings = encode_ids(self.encoder, mine, self.pad_id,
                                     self.hparams.category_batch_size)
-        self.encoder.train(was_training)
         if world > 1:
             padded = torch.zeros(per_rank, embeddings.shape[1], device=embeddings.device)
             padded[:len(mine)] = embeddings

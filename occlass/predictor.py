@@ -86,7 +86,7 @@ def category_cache(encoder: Encoder, tokenizer, taxonomy: Taxonomy, recipe: str,
     log.info("encoding %d category texts", len(taxonomy))
     ids = tokenizer(taxonomy.category_texts(recipe, n_tasks), truncation=True,
                     max_length=max_length)["input_ids"]
-    embeddings = encode_ids(encoder.eval(), ids, tokenizer.pad_token_id, batch_size).cpu()
+    embeddings = encode_ids(encoder, ids, tokenizer.pad_token_id, batch_size).cpu()
     cache = CategoryCache(embeddings, list(taxonomy.codes), identity)
     if path is not None:
         try:

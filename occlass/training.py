@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from occlass import runs
@@ -26,7 +27,8 @@ def train(cfg: DictConfig) -> float:
     model = instantiate(cfg.model)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/accuracy", mode="max",
                                  save_last=True, filename="best-{epoch}-{step}")
-    callbacks = [checkpoint, *instantiate(cfg.get("callbacks") or {}).values()]
+    callbacks = [checkpoint, *instantiate(cfg.get("callbacks") or {}).values(),
+                 *log_file_progress_bar(cfg.trainer)]
     loggers = [instantiate(logger) for logger in (cfg.get("loggers") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out, logger=loggers)
 
@@ -43,6 +45,14 @@ def train(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         export(out, model, datamodule, cfg, before, after, best_val)
     return best_val
+
+
+def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
+    """Lightning's default (rich) bar draws nothing when stdout is not a terminal (nohup, SLURM
+    and CI logs): there, tqdm's bar, updated every `log_every_n_steps` batches."""
+    if sys.stdout.isatty() or not trainer_cfg.get("enable_progress_bar", True):
+        return []
+    return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
 def _strip(metrics: dict | None) -> dict | None:

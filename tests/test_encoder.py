@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from occlass.category_cache import encode_ids
 from occlass.encoder import Encoder, load_tokenizer, mean_pool, resolve_model
 from occlass.errors import OcclassError
 
@@ -43,3 +44,16 @@ def test_resolve_model(tiny_bert, tmp_path):
 @pytest.mark.integration
 def test_packaged_model_resolves_offline(packaged_minilm):
     assert Encoder(packaged_minilm).dim == 384
+
+
+def test_encode_ids_turns_dropout_off_and_gives_the_mode_back(tiny_bert):
+    encoder = Encoder(tiny_bert)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    ids = [[2, 5, 6, 7, 3], [2, 8, 3]]
+    batch = torch.tensor([ids[0]]), torch.ones(1, 5, dtype=torch.long)
+    assert not torch.equal(encoder(*batch), encoder(*batch))  # dropout is live in train mode
+    first, second = encode_ids(encoder, ids, pad_id=0), encode_ids(encoder, ids, pad_id=0)
+    assert torch.equal(first, second)
+    assert encoder.training

@@ -31,6 +31,14 @@ def test_fast_dev_run_writes_every_artifact(train_cfg):
     assert cache.identity["taxonomy"] == run["taxonomy_fingerprint"]
 
 
+def test_progress_reaches_a_log_file(train_cfg, capfd):
+    """stdout is not a terminal here (as under nohup or SLURM): the bar still reports its steps."""
+    train(train_cfg("trainer.fast_dev_run=true", "trainer.enable_progress_bar=true",
+                    "trainer.log_every_n_steps=1"))
+    progress = capfd.readouterr().out
+    assert "Epoch 0: 100%" in progress and "Testing" in progress
+
+
 def evaluated_module(cfg):
     """A module and datamodule after one test pass (so the module has a trainer and a cache)."""
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
