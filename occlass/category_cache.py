@@ -1,22 +1,28 @@
 """The category-embedding cache: an (n_codes × dim) matrix with the identity of what produced it.
 
-The matrix is derived from (encoder weights, taxonomy, category-text recipe, max length); the
-identity records all four, so a cache that no longer matches is detected and rebuilt.
+The matrix is derived from the encoder weights and the category texts (taxonomy, recipe, task
+statements, descriptions) at a max length. `Categories` holds those texts as token ids with their
+identity; `CategoryCache` the matrix with the identity plus the weights' checksum; and
+`build_category_cache` reuses a saved cache only when every part of that identity matches.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
+from occlass.encoder import Encoder
 from occlass.errors import OcclassError
 from occlass.runs import write_atomic
+from occlass.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -28,30 +34,39 @@ def weights_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-@torch.inference_mode()
-def encode_ids(encoder: nn.Module, ids: list[list[int]], pad_id: int,
-               batch_size: int = 256) -> torch.Tensor:
-    """Embed pre-tokenised texts, batched by length so padding is minimal; rows in input order.
-    Runs in eval mode (no dropout) and gives the encoder back in the mode it came in."""
-    device = next(encoder.parameters()).device
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = None
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            lengths = torch.tensor([len(ids[i]) for i in rows])
-            input_ids = pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
-                                     padding_value=pad_id)
-            mask = (torch.arange(input_ids.shape[1]) < lengths.unsqueeze(1)).long()
-            emb = encoder(input_ids.to(device), mask.to(device)).float()
-            if out is None:
-                out = torch.empty(len(ids), emb.shape[1], device=device)
-            out[rows] = emb
-    finally:
-        encoder.train(was_training)
-    return out
+def texts_fingerprint(texts: list[str]) -> str:
+    """Checksum of the category texts, in order."""
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Categories:
+    """The occupations as the encoder sees them: codes, titles, tokenised category texts, and
+    the identity of those texts (without the encoder weights)."""
+
+    codes: list[str]
+    titles: list[str]
+    token_ids: list[list[int]]
+    pad_id: int
+    identity: dict[str, str]
+
+    @classmethod
+    def from_taxonomy(cls, taxonomy: Taxonomy, tokenizer, recipe: str, n_tasks: int,
+                      max_length: int) -> Categories:
+        texts = taxonomy.category_texts(recipe, n_tasks)
+        identity = {"taxonomy": taxonomy.fingerprint, "taxonomy_version": taxonomy.version,
+                    "recipe": recipe, "texts": texts_fingerprint(texts),
+                    "max_category_length": str(max_length)}
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        return cls(list(taxonomy.codes), list(taxonomy.titles), ids, tokenizer.pad_token_id,
+                   identity)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def identity_with(self, encoder: nn.Module) -> dict[str, str]:
+        """The identity of these categories' matrix under `encoder`'s weights."""
+        return {**self.identity, "weights": weights_fingerprint(encoder)}
 
 
 @dataclass
@@ -72,3 +87,31 @@ class CategoryCache:
             return cls(state["embeddings"], state["codes"], state["identity"])
         except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             raise OcclassError(f"{path}: not a readable category cache ({err})") from None
+
+
+def build_category_cache(encoder: Encoder, categories: Categories,
+                         path: str | Path | None = None, batch_size: int = 256) -> CategoryCache:
+    """The category matrix of `encoder` in fp32: the cache at `path` if its identity matches,
+    else encoded (and saved to `path`, when given and writable). Training exports its cache
+    with this function, so a rebuilt cache equals the exported one."""
+    identity = categories.identity_with(encoder)
+    if path is not None and Path(path).is_file():
+        try:
+            cache = CategoryCache.load(path)
+        except OcclassError as err:
+            log.warning("%s; rebuilding it", err)
+        else:
+            if cache.identity == identity and cache.codes == categories.codes:
+                return cache
+            changed = [k for k in identity if cache.identity.get(k) != identity[k]] or ["codes"]
+            log.warning("category cache %s is stale (%s changed); rebuilding it", path,
+                        ", ".join(changed))
+    log.info("encoding %d category texts", len(categories))
+    embeddings = encoder.encode_ids(categories.token_ids, categories.pad_id, batch_size).cpu()
+    cache = CategoryCache(embeddings, list(categories.codes), identity)
+    if path is not None:
+        try:
+            cache.save(path)
+        except OSError as err:
+            log.warning("cannot save the category cache (%s); keeping it in memory", err)
+    return cache

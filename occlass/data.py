@@ -15,6 +15,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, RandomSampler
 
+from occlass.category_cache import Categories
 from occlass.encoder import load_tokenizer
 from occlass.errors import DataError
 from occlass.tabular_io import read_chunks
@@ -187,37 +188,54 @@ class TitlePairDataModule(L.LightningDataModule):
                  shuffle_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.taxonomy: Taxonomy | None = None
+        self._taxonomy: Taxonomy | None = None
+        self._tokenizer = None
+        self._categories: Categories | None = None
         self.examples: pd.DataFrame | None = None
         self.datasets: dict[str, datasets.Dataset] = {}
 
-    def load_examples(self) -> pd.DataFrame:
-        """Taxonomy, pairs and split assignment, without tokenising (cheap, for summaries)."""
-        hp = self.hparams
-        if self.examples is None:
-            data_dir = Path(hp.data_dir)
+    @property
+    def taxonomy(self) -> Taxonomy:
+        """The O*NET release in `data_dir` (loaded once)."""
+        if self._taxonomy is None:
+            data_dir = Path(self.hparams.data_dir)
             if not data_dir.is_dir():
                 raise DataError(f"{data_dir}: O*NET data folder not found (run `make data`)")
-            self.taxonomy = Taxonomy.load(data_dir, with_tasks=hp.recipe.endswith("tasks"))
-            self.pairs = load_pairs(data_dir, self.taxonomy, hp.sources, hp.extra_files)
+            self._taxonomy = Taxonomy.load(data_dir,
+                                           with_tasks=self.hparams.recipe.endswith("tasks"))
+        return self._taxonomy
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer)
+        return self._tokenizer
+
+    @property
+    def categories(self) -> Categories:
+        """The occupations as category texts, tokenised: what the model scores against."""
+        if self._categories is None:
+            hp = self.hparams
+            self._categories = Categories.from_taxonomy(self.taxonomy, self.tokenizer, hp.recipe,
+                                                        hp.n_tasks, hp.max_category_length)
+        return self._categories
+
+    def load_examples(self) -> pd.DataFrame:
+        """Pairs and split assignment, without tokenising (cheap, for summaries)."""
+        hp = self.hparams
+        if self.examples is None:
+            self.pairs = load_pairs(hp.data_dir, self.taxonomy, hp.sources, hp.extra_files)
             examples = group_examples(self.pairs, self.taxonomy)
             examples["split"] = assign_splits(examples, hp.val_fraction, hp.test_fraction,
                                               hp.split_seed)
             self.examples = examples
         return self.examples
 
-    @property
-    def category_texts(self) -> list[str]:
-        return self.taxonomy.category_texts(self.hparams.recipe, self.hparams.n_tasks)
-
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         hp = self.hparams
         examples = self.load_examples()
-        self.tokenizer = load_tokenizer(hp.tokenizer)
-        self.category_ids = self.tokenizer(self.category_texts, truncation=True,
-                                           max_length=hp.max_category_length)["input_ids"]
         for split in SPLITS:
             part = examples[examples["split"] == split][["text", "codes"]]
             if split == "train":
@@ -237,7 +255,7 @@ class TitlePairDataModule(L.LightningDataModule):
         return DataLoader(train, batch_size=self.hparams.batch_size, drop_last=True,
                           sampler=EpochSampler(train, self.hparams.shuffle_seed),
                           num_workers=self.hparams.num_workers,
-                          collate_fn=PairCollator(self.tokenizer, self.category_ids))
+                          collate_fn=PairCollator(self.tokenizer, self.categories.token_ids))
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.hparams.eval_batch_size,

@@ -31,8 +31,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset
 
 from occlass.errors import OcclassError
-from occlass.predictor import count_rows, load_predictor, predict_chunk
-from occlass.tabular_io import AtomicTableWriter, read_chunks
+from occlass.predictor import Predictor
+from occlass.tabular_io import AtomicTableWriter, count_rows, read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class PredictModule(L.LightningModule):
         self.predictor = None
 
     def setup(self, stage: str) -> None:
-        self.predictor = load_predictor(self.cfg, device=str(self.trainer.strategy.root_device))
+        self.predictor = Predictor.from_config(self.cfg,
+                                               device=str(self.trainer.strategy.root_device))
 
     def predict_dataloader(self) -> DataLoader:
         cfg = self.cfg
@@ -85,8 +86,8 @@ class PredictModule(L.LightningModule):
 
     def predict_step(self, chunk: pd.DataFrame) -> pd.DataFrame:
         cfg = self.cfg
-        return predict_chunk(self.predictor, chunk, cfg.input, cfg.top_k, cfg.columns.title,
-                             cfg.columns.description)
+        return self.predictor.predict_frame(chunk, cfg.top_k, cfg.columns.title,
+                                            cfg.columns.description, cfg.input)
 
 
 class ShardWriter(BasePredictionWriter):

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from occlass.errors import OcclassError
@@ -73,3 +74,27 @@ class Encoder(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         self.model.save_pretrained(path)
+
+    @torch.inference_mode()
+    def encode_ids(self, ids: list[list[int]], pad_id: int, batch_size: int = 256) -> torch.Tensor:
+        """Embed pre-tokenised texts, batched by length so padding is minimal; rows in input order.
+        Runs in eval mode (no dropout) and gives the encoder back in the mode it came in."""
+        device = next(self.parameters()).device
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = None
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                lengths = torch.tensor([len(ids[i]) for i in rows])
+                input_ids = pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
+                                         padding_value=pad_id)
+                mask = (torch.arange(input_ids.shape[1]) < lengths.unsqueeze(1)).long()
+                emb = self(input_ids.to(device), mask.to(device)).float()
+                if out is None:
+                    out = torch.empty(len(ids), emb.shape[1], device=device)
+                out[rows] = emb
+        finally:
+            self.train(was_training)
+        return out

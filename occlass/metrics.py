@@ -6,6 +6,8 @@ For precision/recall/F1 its target is the predicted code when that is valid, els
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
@@ -48,15 +50,49 @@ class MultiCodeAccuracy(Metric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
+LEVEL_LABELS = {"major": "SOC major group", "minor": "SOC minor group",
+                "broad": "SOC broad group", "detailed": "SOC detailed occupation"}
+
+
+def metric_label(name: str) -> str:
+    """A readable label of a metric name of `OccupationMetrics` ("top5_accuracy" → "Top-5
+    accuracy"); an unknown name is returned as it is."""
+    if name == "accuracy":
+        return "Accuracy (top-1)"
+    if match := re.fullmatch(r"top(\d+)_accuracy", name):
+        return f"Top-{match.group(1)} accuracy"
+    if match := re.fullmatch(r"(\w+)_accuracy", name):
+        return f"Accuracy, {LEVEL_LABELS.get(match.group(1), match.group(1))}"
+    if match := re.fullmatch(r"(precision|recall|f1)_(weighted|macro)", name):
+        kind = "F1" if match.group(1) == "f1" else match.group(1).capitalize()
+        return f"{kind} ({match.group(2)})"
+    return name
+
+
+def report_table(before: dict[str, float] | None, after: dict[str, float]) -> str:
+    """Markdown table metric | before | after | improvement (percentage points), one row per
+    metric of `after`, in its order."""
+    lines = ["| Metric | Before | After | Improvement |", "|---|---:|---:|---:|"]
+    for key, value in after.items():
+        if before is None:
+            lines.append(f"| {metric_label(key)} | – | {value:.4f} | – |")
+        else:
+            delta = 100 * (value - before[key])
+            lines.append(f"| {metric_label(key)} | {before[key]:.4f} | {value:.4f} | "
+                         f"{delta:+.1f} pts |")
+    return "\n".join(lines)
+
+
 class OccupationMetrics(nn.Module):
     """accuracy, top-k accuracy, weighted and macro precision/recall/F1, accuracy per SOC level."""
 
     def __init__(self, num_classes: int, level_ids: dict[str, list[int]], top_k: int = 5):
         super().__init__()
         self.num_classes = num_classes
+        self.top_k_name = f"top{top_k}_accuracy"
         self.ranked = MetricCollection({
             "accuracy": MultiCodeAccuracy(1),
-            f"top{top_k}_accuracy": MultiCodeAccuracy(top_k),
+            self.top_k_name: MultiCodeAccuracy(top_k),
             **{f"{level}_accuracy": MultiCodeAccuracy(1, ids) for level, ids in level_ids.items()},
         }, compute_groups=False)  # same class, different inputs: never share state
         classwise = {}
@@ -65,6 +101,8 @@ class OccupationMetrics(nn.Module):
                                  ("f1", MulticlassF1Score)):
                 classwise[f"{name}_{average}"] = metric(num_classes, average=average)
         self.classwise = MetricCollection(classwise)
+        self.names = [*classwise, "accuracy", self.top_k_name,
+                      *(f"{level}_accuracy" for level in level_ids)]  # compute's order
 
     def update(self, scores: torch.Tensor, codes: torch.Tensor) -> None:
         """scores (B, C); codes (B, M) valid category indices padded with -1."""
@@ -75,8 +113,8 @@ class OccupationMetrics(nn.Module):
         self.classwise.update(pred, torch.where(hit, pred, valid.int().argmax(dim=1)))
 
     def compute(self) -> dict[str, float]:
-        values = {**self.ranked.compute(), **self.classwise.compute()}
-        return {name: float(value) for name, value in values.items()}
+        values = {**self.classwise.compute(), **self.ranked.compute()}
+        return {name: float(values[name]) for name in self.names}
 
     def reset(self) -> None:
         self.ranked.reset()

@@ -3,56 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from occlass.category_cache import CategoryCache, encode_ids, weights_fingerprint
+from occlass.category_cache import Categories, CategoryCache
 from occlass.encoder import Encoder
 from occlass.losses import ContrastiveLoss
 from occlass.metrics import OccupationMetrics
-from occlass.taxonomy import SOC_LEVELS
+from occlass.taxonomy import SOC_LEVELS, level_ids
 
 
 class OccupationClassifier(L.LightningModule):
-    """Bi-encoder over inputs and occupations; reads the taxonomy and category tokens from the
-    trainer's `TitlePairDataModule`."""
+    """Bi-encoder over inputs and occupations. `categories` (from the DataModule's
+    `categories`, or `Categories.from_taxonomy`) are the occupations it scores against."""
 
-    def __init__(self, encoder: Encoder, loss: nn.Module | None = None,
+    def __init__(self, encoder: Encoder, categories: Categories, loss: nn.Module | None = None,
                  optimizer: Callable | None = None, warmup_ratio: float = 0.1,
                  top_k: int = 5, category_batch_size: int = 256, epoch_seed: int = 0):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "loss", "optimizer"])
+        self.save_hyperparameters(ignore=["encoder", "categories", "loss", "optimizer"])
         self.encoder = encoder
         # Mean pooling leaves the HF pooler (BERT, MPNet) without gradients: frozen, DDP does
         # not wait for them.
         if getattr(encoder.model, "pooler", None) is not None:
             encoder.model.pooler.requires_grad_(False)
+        self.categories = categories
         self.loss = loss or ContrastiveLoss()
         self.optimizer = optimizer or torch.optim.AdamW
         self.category_cache: CategoryCache | None = None
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        datamodule.setup(stage)
-        self.taxonomy = datamodule.taxonomy
-        self.category_ids = datamodule.category_ids
-        self.pad_id = datamodule.tokenizer.pad_token_id
-        self.cache_identity = {
-            "taxonomy": self.taxonomy.fingerprint,
-            "taxonomy_version": self.taxonomy.version,
-            "recipe": datamodule.hparams.recipe,
-            "max_category_length": str(datamodule.hparams.max_category_length),
-        }
-        if not hasattr(self, "metrics"):
-            levels = {level: self.taxonomy.level_ids(level) for level in SOC_LEVELS
-                      if level != "onet"}
-            self.metrics = nn.ModuleDict({
-                stage: OccupationMetrics(len(self.taxonomy), levels, self.hparams.top_k)
-                for stage in ("val", "test")
-            })
+        levels = {level: level_ids(categories.codes, level) for level in SOC_LEVELS
+                  if level != "onet"}
+        self.metrics = nn.ModuleDict({
+            stage: OccupationMetrics(len(categories), levels, top_k) for stage in ("val", "test")
+        })
 
     # -- training ---------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -81,24 +69,35 @@ class OccupationClassifier(L.LightningModule):
         Under DDP each rank encodes a slice of the categories and the slices are gathered, so the
         work is not repeated and every rank holds the same matrix.
         """
-        identity = {**self.cache_identity, "weights": weights_fingerprint(self.encoder)}
+        identity = self.categories.identity_with(self.encoder)
         if self.category_cache is not None and self.category_cache.identity == identity:
             return self.category_cache
-        n, world, rank = len(self.category_ids), self.trainer.world_size, self.global_rank
-        per_rank = -(-n // world)
-        mine = self.category_ids[rank * per_rank:(rank + 1) * per_rank]
-        with self.trainer.precision_plugin.forward_context():
-            embeddings = encode_ids(self.encoder, mine, self.pad_id,
-                                    self.hparams.category_batch_size)
+        ids = self.categories.token_ids
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        per_rank = -(-len(ids) // world)
+        mine = ids[self.global_rank * per_rank:(self.global_rank + 1) * per_rank]
+        with self._precision():
+            embeddings = self.encoder.encode_ids(mine, self.categories.pad_id,
+                                                 self.hparams.category_batch_size)
         if world > 1:
             padded = torch.zeros(per_rank, embeddings.shape[1], device=embeddings.device)
             padded[:len(mine)] = embeddings
-            embeddings = self.all_gather(padded).reshape(world * per_rank, -1)[:n]
-        self.category_cache = CategoryCache(embeddings, list(self.taxonomy.codes), identity)
+            embeddings = self.all_gather(padded).reshape(world * per_rank, -1)[:len(ids)]
+        self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)
         return self.category_cache
 
+    def _precision(self):
+        """The trainer's precision context (autocast), or none outside a Trainer."""
+        try:
+            return self.trainer.precision_plugin.forward_context()
+        except RuntimeError:  # not attached to a Trainer
+            return nullcontext()
+
     def score(self, title: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cosine similarity of each input to every category: (B, n_codes)."""
+        """Cosine similarity of each input to every category: (B, n_codes). The category cache
+        is built first if there is none (it is refreshed at each evaluation)."""
+        if self.category_cache is None:
+            self.refresh_category_cache()
         return self.encoder(**title) @ self.category_cache.embeddings.T
 
     # -- evaluation -------------------------------------------------------------------------

@@ -1,39 +1,29 @@
-"""Prediction: rank the occupations of a taxonomy for job titles with a trained run's encoder
-(or the packaged zero-shot model) against its category cache, for a list or a streamed table."""
+"""The prediction library: rank the occupations of a taxonomy for job titles with a trained run's
+encoder (or the packaged zero-shot model) against its category cache. No Lightning, no files:
+`occlass.prediction` streams tables through it for `predict.py`."""
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-import transformers
-from omegaconf import DictConfig
-from tqdm import tqdm
 
-from occlass import runs
-from occlass.category_cache import CategoryCache, encode_ids, weights_fingerprint
+from occlass.category_cache import Categories, CategoryCache, build_category_cache
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import DataError, OcclassError
-from occlass.tabular_io import AtomicTableWriter, read_chunks
+from occlass.runs import CACHE_FILE, ENCODER_DIR, RunInfo
 from occlass.taxonomy import Taxonomy
 from occlass.text import input_text
 
-log = logging.getLogger(__name__)
-
 # Zero-shot defaults, as in conf/data/onet.yaml.
 RECIPE = "title_description"
+N_TASKS = 3
 MAX_INPUT_LENGTH = 32
 MAX_CATEGORY_LENGTH = 64
-RUN_KEYS = ("taxonomy_fingerprint", "n_codes", "recipe", "max_input_length",
-            "max_category_length")
 PRECISIONS = ("32", "bf16")
 
 
@@ -62,38 +52,6 @@ def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
         raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
                         "(or run `make data`)")
     return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
-
-
-def category_cache(encoder: Encoder, tokenizer, taxonomy: Taxonomy, recipe: str,
-                   max_length: int, n_tasks: int = 3, path: str | Path | None = None,
-                   batch_size: int = 64) -> CategoryCache:
-    """The category embeddings of these weights, taxonomy, recipe and length: the cache at `path`
-    if its identity matches, else rebuilt (and saved to `path`, when given and writable)."""
-    identity = {"taxonomy": taxonomy.fingerprint, "taxonomy_version": taxonomy.version,
-                "recipe": recipe, "max_category_length": str(max_length),
-                "weights": weights_fingerprint(encoder)}
-    if path is not None and Path(path).is_file():
-        try:
-            cache = CategoryCache.load(path)
-        except OcclassError as err:
-            log.warning("%s; rebuilding it", err)
-        else:
-            if cache.identity == identity and cache.codes == taxonomy.codes:
-                return cache
-            changed = [k for k in identity if cache.identity.get(k) != identity[k]] or ["codes"]
-            log.warning("category cache %s is stale (%s changed); rebuilding it", path,
-                        ", ".join(changed))
-    log.info("encoding %d category texts", len(taxonomy))
-    ids = tokenizer(taxonomy.category_texts(recipe, n_tasks), truncation=True,
-                    max_length=max_length)["input_ids"]
-    embeddings = encode_ids(encoder, ids, tokenizer.pad_token_id, batch_size).cpu()
-    cache = CategoryCache(embeddings, list(taxonomy.codes), identity)
-    if path is not None:
-        try:
-            cache.save(path)
-        except OSError as err:
-            log.warning("cannot save the category cache (%s); keeping it in memory", err)
-    return cache
 
 
 def _text(values: Sequence) -> np.ndarray:
@@ -133,30 +91,39 @@ class Predictor:
         """Load a training run's encoder and category cache (rebuilt if stale) for the taxonomy
         in `data_dir`, which must be the one the run was trained on."""
         run_dir = Path(run_dir)
-        missing = [name for name in (f"{runs.ENCODER_DIR}/config.json", runs.RUN_FILE)
-                   if not (run_dir / name).is_file()]
-        if missing:
-            raise OcclassError(f"{run_dir}: not a complete training run (no {', '.join(missing)});"
-                               " point run= at a folder written by train.py")
-        info = json.loads((run_dir / runs.RUN_FILE).read_text(encoding="utf-8"))
-        if lacking := [key for key in RUN_KEYS if key not in info]:
-            raise OcclassError(f"{run_dir / runs.RUN_FILE}: lacks {', '.join(lacking)}")
-        taxonomy = load_taxonomy(data_dir, info["recipe"])
-        if (info["taxonomy_fingerprint"], info["n_codes"]) != (taxonomy.fingerprint, len(taxonomy)):
+        info = RunInfo.load(run_dir)
+        if not (run_dir / ENCODER_DIR / "config.json").is_file():
+            raise OcclassError(f"{run_dir}: not a complete training run (no "
+                               f"{ENCODER_DIR}/config.json); point run= at a folder written by "
+                               "train.py")
+        taxonomy = load_taxonomy(data_dir, info.recipe)
+        if (info.taxonomy_fingerprint, info.n_codes) != (taxonomy.fingerprint, len(taxonomy)):
             raise OcclassError(
-                f"{run_dir} was trained on another taxonomy (O*NET "
-                f"{info.get('taxonomy_version', '?')}, {info['n_codes']} codes) than the one in "
-                f"{data_dir} (O*NET {taxonomy.version}, {len(taxonomy)} codes); set data_dir= to "
-                "the release the run was trained on")
-        encoder_dir = run_dir / runs.ENCODER_DIR
+                f"{run_dir} was trained on another taxonomy (O*NET {info.taxonomy_version}, "
+                f"{info.n_codes} codes) than the one in {data_dir} (O*NET {taxonomy.version}, "
+                f"{len(taxonomy)} codes); set data_dir= to the release the run was trained on")
+        encoder_dir = run_dir / ENCODER_DIR
         encoder, tokenizer = Encoder(encoder_dir).to(device), load_tokenizer(encoder_dir)
-        length = max_category_length or info["max_category_length"]
-        n_tasks = info.get("config", {}).get("data", {}).get("n_tasks", 3)
+        length = max_category_length or info.max_category_length
+        categories = Categories.from_taxonomy(taxonomy, tokenizer, info.recipe, info.n_tasks,
+                                              length)
         # The run's own cache; one for an overridden length is built in memory only.
-        path = run_dir / runs.CACHE_FILE if length == info["max_category_length"] else None
-        cache = category_cache(encoder, tokenizer, taxonomy, info["recipe"], length, n_tasks, path)
+        path = run_dir / CACHE_FILE if length == info.max_category_length else None
+        cache = build_category_cache(encoder, categories, path)
         return cls(encoder, tokenizer, cache, taxonomy.titles,
-                   max_input_length or info["max_input_length"], device=device, **options)
+                   max_input_length or info.max_input_length, device=device, **options)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, device: str | None = None) -> Predictor:
+        """The predictor that `predict.py`'s options (conf/predict.yaml) describe: the run
+        `cfg["run"]`, or the zero-shot model when it is null; on `device` (default cfg's)."""
+        options = {"max_input_length": cfg["max_input_length"],
+                   "max_category_length": cfg["max_category_length"],
+                   "device": device or cfg["device"], "batch_size": cfg["batch_size"],
+                   "batch_tokens": cfg["batch_tokens"], "precision": str(cfg["precision"])}
+        if cfg["run"] is None:
+            return cls.zero_shot(cfg["data_dir"], cache_path=cfg["zero_shot_cache"], **options)
+        return cls.from_run(cfg["run"], cfg["data_dir"], **options)
 
     @classmethod
     def zero_shot(cls, data_dir: str | Path, model: str = PACKAGED,
@@ -167,8 +134,9 @@ class Predictor:
         category texts; the category cache is kept at `cache_path` if given."""
         taxonomy = load_taxonomy(data_dir, RECIPE)
         encoder, tokenizer = Encoder(model).to(device), load_tokenizer(model)
-        cache = category_cache(encoder, tokenizer, taxonomy, RECIPE,
-                               max_category_length or MAX_CATEGORY_LENGTH, path=cache_path)
+        categories = Categories.from_taxonomy(taxonomy, tokenizer, RECIPE, N_TASKS,
+                                              max_category_length or MAX_CATEGORY_LENGTH)
+        cache = build_category_cache(encoder, categories, cache_path)
         return cls(encoder, tokenizer, cache, taxonomy.titles,
                    max_input_length or MAX_INPUT_LENGTH, device=device, **options)
 
@@ -212,8 +180,8 @@ class Predictor:
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
         for batch in self._batches(new, ids):
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                embeddings = encode_ids(self.encoder, [ids[i] for i in batch], self.pad_id,
-                                        len(batch))
+                embeddings = self.encoder.encode_ids([ids[i] for i in batch], self.pad_id,
+                                                     len(batch))
             scores, index = (embeddings @ self.embeddings.T).topk(k, dim=1)
             memo.update(zip([keys[i] for i in batch],
                             zip(index.cpu().numpy(), scores.cpu().numpy())))
@@ -236,86 +204,14 @@ class Predictor:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
-
-def count_rows(path: str | Path) -> int | None:
-    """Rows of a table, cheaply, for a progress bar: Parquet metadata, else a newline count."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".parquet":
-            return pq.ParquetFile(path).metadata.num_rows
-        with open(path, "rb") as f:
-            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
-    except (OSError, pa.ArrowException):
-        return None
-    return lines - (path.suffix.lower() == ".csv")
-
-
-def predict_chunk(predictor: Predictor, chunk: pd.DataFrame, input: str | Path, top_k: int = 5,
-                  title_column: str = "title",
-                  description_column: str | None = "description") -> pd.DataFrame:
-    """A chunk of the table `input`: its columns, then the prediction columns."""
-    description = chunk.get(description_column) if description_column else None
-    result = predictor.predict(chunk[title_column], description, top_k).to_frame(chunk.index)
-    if clash := [c for c in result if c in chunk]:
-        raise DataError(f"{input}: has column(s) {', '.join(clash)}, which prediction writes; "
-                        "rename them")
-    return pd.concat([chunk, result], axis=1)
-
-
-def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
-                 title_column: str = "title", description_column: str | None = "description",
-                 chunk_rows: int = 10_000, progress: bool = True) -> int:
-    """Stream a CSV/JSONL/Parquet table through `predictor` into `output` (same choice of types):
-    every input column, then the prediction columns. `output` appears only once complete.
-    Returns the number of rows."""
-    chunks = read_chunks(input, chunk_rows, required=[title_column])
-    rows = 0
-    with (AtomicTableWriter(output) as writer,
-          tqdm(total=count_rows(input), unit="rows", unit_scale=True, disable=not progress) as bar):
-        for chunk in chunks:
-            writer.write(predict_chunk(predictor, chunk, input, top_k, title_column,
-                                       description_column))
-            bar.update(len(chunk))
-            rows += len(chunk)
-    return rows
-
-
-def load_predictor(cfg: DictConfig, device: str | None = None) -> Predictor:
-    """The predictor of `cfg.run`, or the zero-shot one when `run` is null, on `device` (default
-    `cfg.device`)."""
-    options = {"max_input_length": cfg.max_input_length,
-               "max_category_length": cfg.max_category_length, "device": device or cfg.device,
-               "batch_size": cfg.batch_size, "batch_tokens": cfg.batch_tokens,
-               "precision": str(cfg.precision)}
-    if cfg.run is None:
-        return Predictor.zero_shot(cfg.data_dir, cache_path=cfg.zero_shot_cache, **options)
-    return Predictor.from_run(cfg.run, cfg.data_dir, **options)
-
-
-def predict_job(cfg: DictConfig) -> None:
-    """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    transformers.logging.disable_progress_bar()  # ours is the one that matters
-    if cfg.text is None:
-        if not (cfg.input and cfg.output):
-            raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
-        AtomicTableWriter(cfg.output)  # fail fast on bad paths, types or columns, before loading
-        next(read_chunks(cfg.input, 1, required=[cfg.columns.title]), None)
-        if cfg.get("trainer"):
-            from occlass.distributed_predict import predict_distributed  # imports Lightning
-
-            predict_distributed(cfg)
-            return
-    predictor = load_predictor(cfg)
-    if cfg.text is None:
-        rows = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
-                            cfg.columns.description, cfg.chunk_rows, cfg.progress)
-        log.info("%d rows → %s", rows, cfg.output)
-        return
-    result = predictor.predict([cfg.text], top_k=cfg.top_k)
-    if result.status[0] != "ok":
-        raise OcclassError(f"no prediction: {result.status[0]}")
-    print(pd.DataFrame({"rank": range(1, result.codes.shape[1] + 1), "code": result.codes[0],
-                        "title": result.titles[0], "score": result.scores[0].round(4)})
-          .to_string(index=False))
+    def predict_frame(self, frame: pd.DataFrame, top_k: int = 5, title_column: str = "title",
+                      description_column: str | None = "description",
+                      source: str | Path = "the input") -> pd.DataFrame:
+        """`frame`'s columns, then the prediction columns (`Predictions.to_frame`). The
+        description column is optional (absent = titles only); errors name `source`."""
+        description = frame.get(description_column) if description_column else None
+        result = self.predict(frame[title_column], description, top_k).to_frame(frame.index)
+        if clash := [c for c in result if c in frame]:
+            raise DataError(f"{source}: has column(s) {', '.join(clash)}, which prediction "
+                            "writes; rename them")
+        return pd.concat([frame, result], axis=1)

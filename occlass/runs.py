@@ -2,39 +2,30 @@
 
     RUN_DIR/encoder/            exported encoder + tokenizer (save_pretrained)
     RUN_DIR/category_cache.pt   category-embedding matrix with its identity
-    RUN_DIR/run.json            taxonomy, recipe and lengths the run was trained with
-    RUN_DIR/metrics.json        before/after test metrics and the best validation score
+    RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config
+    RUN_DIR/metrics.json        before/after test metrics and the optimised validation metric
     RUN_DIR/report.md           before/after table
-    RUN_DIR/checkpoints/        Lightning checkpoints (best by val accuracy, last)
+    RUN_DIR/checkpoints/        Lightning checkpoints (best by the optimised metric, last)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from occlass.errors import OcclassError
 
 ENCODER_DIR = "encoder"
 CACHE_FILE = "category_cache.pt"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
-
-REPORT_METRICS = (
-    ("precision_weighted", "Precision (weighted)"),
-    ("recall_weighted", "Recall (weighted)"),
-    ("f1_weighted", "F1 (weighted)"),
-    ("f1_macro", "F1 (macro)"),
-    ("accuracy", "Accuracy (top-1)"),
-    ("top5_accuracy", "Top-5 accuracy"),
-    ("major_accuracy", "Accuracy, SOC major group"),
-    ("minor_accuracy", "Accuracy, SOC minor group"),
-    ("broad_accuracy", "Accuracy, SOC broad group"),
-    ("detailed_accuracy", "Accuracy, SOC detailed occupation"),
-)
 
 
 def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> None:
@@ -58,15 +49,47 @@ def write_json(path: str | Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def report_table(before: dict[str, float] | None, after: dict[str, float]) -> str:
-    """Markdown table metric | before | after | improvement (percentage points)."""
-    lines = ["| Metric | Before | After | Improvement |", "|---|---:|---:|---:|"]
-    for key, label in REPORT_METRICS:
-        if key not in after:
-            continue
-        if before is None:
-            lines.append(f"| {label} | – | {after[key]:.4f} | – |")
-        else:
-            delta = 100 * (after[key] - before[key])
-            lines.append(f"| {label} | {before[key]:.4f} | {after[key]:.4f} | {delta:+.1f} pts |")
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class RunInfo:
+    """The record of a training run (`run.json`): what its encoder and cache were built from."""
+
+    taxonomy_version: str
+    taxonomy_fingerprint: str
+    n_codes: int
+    recipe: str
+    max_input_length: int
+    max_category_length: int
+    base_model: str
+    n_tasks: int = 3
+    config: dict = field(default_factory=dict)
+
+    def save(self, run_dir: str | Path) -> None:
+        write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunInfo:
+        """The record in `run_dir`; a missing, malformed or foreign one is an OcclassError."""
+        path = Path(run_dir) / RUN_FILE
+        if not path.is_file():
+            raise OcclassError(f"{run_dir}: not a complete training run (no {RUN_FILE}); point "
+                               "run= at a folder written by train.py")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise OcclassError(f"{path}: not a valid run record ({err})") from None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if not isinstance(data, dict) or (lacking := [k for k in required if k not in data]):
+            what = f"lacks {', '.join(lacking)}" if isinstance(data, dict) else "is not an object"
+            raise OcclassError(f"{path}: not a run record written by train.py ({what})")
+        info = cls(**{k: v for k, v in data.items() if k in fields})
+        types = {"n_codes": int, "max_input_length": int, "max_category_length": int,
+                 "n_tasks": int, "config": dict}
+        wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)]
+        wrong += [k for k in ("taxonomy_version", "taxonomy_fingerprint", "recipe", "base_model")
+                  if not isinstance(getattr(info, k), str)]
+        if wrong:
+            raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
+        return info
+

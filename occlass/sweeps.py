@@ -1,8 +1,8 @@
 """Sweep summaries: `python -m occlass.sweeps summarize DIR` tabulates a Hydra multirun folder.
 
 Each job folder of DIR (DIR/0, DIR/1, ...) holds `.hydra/overrides.yaml` and, once its run has
-finished, `metrics.json`. Writes DIR/summary.csv and DIR/summary.md, best validation accuracy
-first (runs without metrics.json are listed as failed, last), and prints the markdown.
+finished, `metrics.json`. Writes DIR/summary.csv and DIR/summary.md, best value of the optimised
+metric first (runs without metrics.json are listed as failed, last), and prints the markdown.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from occlass.errors import OcclassError
 from occlass.runs import METRICS_FILE, write_atomic
 
-OBJECTIVE = "best_val_accuracy"
-TEST_METRICS = ("accuracy", "top5_accuracy", "f1_weighted", "f1_macro")
-LABELS = {OBJECTIVE: "best val accuracy", **{f"test_{m}": f"test {m}" for m in TEST_METRICS}}
+OBJECTIVE = "objective"
+# Test metrics shown beside the objective: top-1, every top-k the runs computed, F1.
+TEST_METRICS = re.compile(r"accuracy|top\d+_accuracy|f1_weighted|f1_macro")
 
 
 def _natural(path: Path) -> list:
@@ -36,7 +36,7 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     if not jobs:
         raise OcclassError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml); pass the "
                            "folder of a `python train.py -m ...` sweep, e.g. multirun/DATE/TIME")
-    rows, keys = [], {}
+    rows, keys, metrics_seen, objectives = [], {}, {}, set()
     for job in jobs:
         overrides = dict(item.partition("=")[::2] for item in
                          OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml"))
@@ -45,11 +45,24 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         metrics_file = sweep_dir / job / METRICS_FILE
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
-            row.update({"status": "ok", OBJECTIVE: metrics[OBJECTIVE]})
-            row.update({f"test_{m}": metrics["after"].get(m) for m in TEST_METRICS})
+            objectives.add(metrics[OBJECTIVE]["metric"])
+            tests = {f"test_{m}": v for m, v in metrics["after"].items()
+                     if TEST_METRICS.fullmatch(m)}
+            metrics_seen.update(dict.fromkeys(tests))
+            row.update({"status": "ok", OBJECTIVE: metrics[OBJECTIVE]["value"], **tests})
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["run", "status", *keys, *LABELS])
+    if len(objectives) > 1:
+        raise OcclassError(f"{sweep_dir}: runs optimised different metrics "
+                           f"({', '.join(sorted(objectives))}); summarise them separately")
+    frame = pd.DataFrame(rows, columns=["run", "status", *keys, OBJECTIVE, *metrics_seen])
+    frame.attrs["objective"] = next(iter(objectives), "val/accuracy")
     return frame.sort_values(OBJECTIVE, ascending=False, na_position="last", kind="stable")
+
+
+def labels(frame: pd.DataFrame) -> dict[str, str]:
+    """Column → header of the metric columns: the objective, then the test metrics."""
+    return {OBJECTIVE: f"best {frame.attrs['objective']}",
+            **{c: c.replace("_", " ", 1) for c in frame.columns if c.startswith("test_")}}
 
 
 def _cell(value, metric: bool) -> str:
@@ -65,19 +78,21 @@ def _cell(value, metric: bool) -> str:
 
 def markdown(frame: pd.DataFrame, title: str) -> str:
     """The table with the overrides that vary between runs; those shared by all in one line."""
-    overrides = [c for c in frame.columns if c not in ("run", "status", *LABELS)]
+    header = labels(frame)
+    overrides = [c for c in frame.columns if c not in ("run", "status", *header)]
     shared = [c for c in overrides if frame[c].notna().all() and frame[c].nunique() == 1]
     varying = [c for c in overrides if c not in shared]
     failed = int((frame["status"] == "failed").sum())
-    lines = [f"{title}: {len(frame)} runs ({failed} failed), best validation accuracy first.", ""]
+    lines = [(f"{title}: {len(frame)} runs ({failed} failed), best "
+             f"{frame.attrs['objective']} first."), ""]
     if shared:
         lines += ["Overrides of every run: " + " ".join(f"`{c}={frame[c].iloc[0]}`"
                                                        for c in shared), ""]
-    columns = ["run", "status", *varying, *LABELS]
-    lines += ["| " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
-              "|" + "|".join("---:" if c in LABELS else "---" for c in columns) + "|"]
+    columns = ["run", "status", *varying, *header]
+    lines += ["| " + " | ".join(header.get(c, c) for c in columns) + " |",
+              "|" + "|".join("---:" if c in header else "---" for c in columns) + "|"]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c], c in LABELS) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row[c], c in header) for c in columns) + " |")
     return "\n".join(lines)
 
 

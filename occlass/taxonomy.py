@@ -29,6 +29,13 @@ def soc_hierarchy(code: str) -> dict[str, str]:
     return {level: code[:length] for level, length in SOC_LEVELS.items()}
 
 
+def level_ids(codes: list[str], level: str) -> list[int]:
+    """For each code, the id of its group at a SOC level (ids in order of appearance)."""
+    length = SOC_LEVELS[level]
+    groups: dict[str, int] = {}
+    return [groups.setdefault(code[:length], len(groups)) for code in codes]
+
+
 def read_onet_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
     """Read a tab-delimited O*NET text file as strings, checking that `columns` are present.
 
@@ -121,9 +128,7 @@ class Taxonomy:
 
     def level_ids(self, level: str) -> list[int]:
         """For each occupation, the id of its group at a SOC level (ids in order of appearance)."""
-        length = SOC_LEVELS[level]
-        groups: dict[str, int] = {}
-        return [groups.setdefault(code[:length], len(groups)) for code in self.codes]
+        return level_ids(self.codes, level)
 
     def category_texts(self, recipe: str = "title_description", n_tasks: int = 3) -> list[str]:
         """The text that represents each occupation, by recipe.

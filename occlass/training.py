@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -13,38 +14,90 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from occlass import runs
+from occlass.category_cache import build_category_cache
+from occlass.errors import OcclassError
+from occlass.metrics import report_table
 
 log = logging.getLogger(__name__)
 
 
+class DropTips(logging.Filter):
+    """Lightning advertises its cloud products ("💡 Tip: ... try installing litlogger") on every
+    run; nothing a user of occlass can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """One line per message, no advertisements, no warnings a user cannot act on.
+
+    Lightning gives its loggers console handlers of their own; under Hydra the root logger
+    prints too, so every message appeared twice. Where the root logger prints (Hydra's logging
+    config), Lightning's records go to it alone.
+    """
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:
+                logger.removeHandler(handler)
+            logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropTips())
+    # Lightning 2.6 calls torch's deprecated `LeafSpec` API (fixed upstream, not ours to fix).
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)")
+
+
 def train(cfg: DictConfig) -> float:
-    """Run one training job; returns the best validation accuracy (the sweep objective)."""
+    """Run one training job; returns the best value of `cfg.optimized_metric` (the sweep
+    objective: a validation metric, never a test one)."""
+    optimized = cfg.optimized_metric
+    if not optimized.startswith("val/"):
+        raise OcclassError(f"optimized_metric={optimized}: choose a validation metric (val/...)"
+                           "; a sweep must never select on the test split")
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/accuracy", mode="max",
-                                 save_last=True, filename="best-{epoch}-{step}")
-    callbacks = [checkpoint, *instantiate(cfg.get("callbacks") or {}).values(),
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories)
+    if optimized.removeprefix("val/") not in model.metrics["val"].names:
+        raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
+                           "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
+    callbacks = [*instantiate(cfg.get("callbacks") or {}).values(),
                  *log_file_progress_bar(cfg.trainer)]
-    loggers = [instantiate(logger) for logger in (cfg.get("loggers") or {}).values()]
+    loggers = list(instantiate(cfg.get("logger") or {}).values())
     trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out, logger=loggers)
+    log.info("model %s: %.1fM parameters (%.1fM trainable)", model.encoder.name,
+             sum(p.numel() for p in model.parameters()) / 1e6,
+             sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
 
     before = None
     if cfg.eval_before and not cfg.ckpt_path:
         before = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if not checkpoint.best_model_path:  # fast_dev_run disables checkpointing: keep the result
-        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    if not best_path:  # fast_dev_run or no checkpoint callback: keep the result
+        trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
+    best = objective(trainer, optimized)
     after = trainer.test(model, datamodule=datamodule, verbose=False,
-                         ckpt_path="best" if checkpoint.best_model_path else None)[0]
-    best = checkpoint.best_model_score
-    best_val = float(best) if best is not None else after["test/accuracy"]
+                         ckpt_path="best" if best_path else None, weights_only=False)[0]
     if trainer.is_global_zero:
-        export(out, model, datamodule, cfg, before, after, best_val)
-    return best_val
+        export(out, model, datamodule, cfg, before, after, best)
+    return best
+
+
+def objective(trainer: L.Trainer, metric: str) -> float:
+    """The best value of `metric` that the checkpoint callback kept, else its last value."""
+    checkpoint = trainer.checkpoint_callback
+    if (isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor == metric
+            and checkpoint.best_model_score is not None):
+        return float(checkpoint.best_model_score)
+    if metric not in trainer.callback_metrics:
+        log.warning("%s was not measured (training stopped before validation)", metric)
+        return float("nan")
+    return float(trainer.callback_metrics[metric])
 
 
 def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
@@ -55,32 +108,32 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
     return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
-def _strip(metrics: dict | None) -> dict | None:
-    return None if metrics is None else {k.split("/", 1)[1]: v for k, v in metrics.items()}
+def _strip(metrics: dict | None, names: list[str]) -> dict | None:
+    """`trainer.test`'s "test/NAME" values as NAME: value, in the metrics' own order."""
+    return None if metrics is None else {name: metrics[f"test/{name}"] for name in names}
 
 
 def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None, after: dict,
-           best_val: float) -> None:
+           best: float) -> None:
     """Write the exported encoder, the category cache, metrics.json, run.json and report.md."""
-    before, after = _strip(before), _strip(after)
+    names = model.metrics["test"].names
+    before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
-    model.category_cache.save(out / runs.CACHE_FILE)
-    taxonomy = datamodule.taxonomy
-    runs.write_json(out / runs.RUN_FILE, {
-        "taxonomy_version": taxonomy.version,
-        "taxonomy_fingerprint": taxonomy.fingerprint,
-        "n_codes": len(taxonomy),
-        "recipe": datamodule.hparams.recipe,
-        "max_input_length": datamodule.hparams.max_input_length,
-        "max_category_length": datamodule.hparams.max_category_length,
-        "base_model": model.encoder.name,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    })
-    runs.write_json(out / runs.METRICS_FILE, {"before": before, "after": after,
-                                              "best_val_accuracy": best_val})
+    # Built as prediction builds it (fp32, eval mode), so a rebuilt cache gives the same answers.
+    build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
+    taxonomy, hp = datamodule.taxonomy, datamodule.hparams
+    runs.RunInfo(
+        taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint,
+        n_codes=len(taxonomy), recipe=hp.recipe, n_tasks=hp.n_tasks,
+        max_input_length=hp.max_input_length, max_category_length=hp.max_category_length,
+        base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
+    ).save(out)
+    runs.write_json(out / runs.METRICS_FILE, {
+        "before": before, "after": after,
+        "objective": {"metric": cfg.optimized_metric, "value": best}})
     title = f"# occlass run: {model.encoder.name} on O*NET {taxonomy.version}"
     runs.write_atomic(out / runs.REPORT_FILE,
                       f"{title}\n\nTest split, {cfg.data.test_fraction:.0%} of titles.\n\n"
-                      f"{runs.report_table(before, after)}\n")
-    log.info("run written to %s\n%s", out, runs.report_table(before, after))
+                      f"{report_table(before, after)}\n")
+    log.info("run written to %s\n%s", out, report_table(before, after))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers.tiny import ROOT
 
 from occlass.distributed_predict import RowRange, rank_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 INPUT = pd.DataFrame({  # 11 rows: not a multiple of 2 ranks or of chunk_rows=2
     "title": ["Registered Nurse", "Plumber", "", "Chief Executive", None, "python developer",
               "Electrician", "  ", "Statistician", "Carpenter", "Staff Nurse"],

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from occlass.category_cache import encode_ids
 from occlass.encoder import Encoder, load_tokenizer, mean_pool, resolve_model
 from occlass.errors import OcclassError
 
@@ -54,6 +53,6 @@ def test_encode_ids_turns_dropout_off_and_gives_the_mode_back(tiny_bert):
     ids = [[2, 5, 6, 7, 3], [2, 8, 3]]
     batch = torch.tensor([ids[0]]), torch.ones(1, 5, dtype=torch.long)
     assert not torch.equal(encoder(*batch), encoder(*batch))  # dropout is live in train mode
-    first, second = encode_ids(encoder, ids, pad_id=0), encode_ids(encoder, ids, pad_id=0)
+    first, second = encoder.encode_ids(ids, pad_id=0), encoder.encode_ids(ids, pad_id=0)
     assert torch.equal(first, second)
     assert encoder.training

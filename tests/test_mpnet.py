@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import ROOT
 from hydra import compose, initialize_config_dir
 
 from occlass import runs
-from occlass.category_cache import encode_ids
 from occlass.encoder import Encoder
 from occlass.mpnet import DEFAULT_DEST, unpack
 from occlass.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
 needs_mpnet = pytest.mark.skipif(not (DEFAULT_DEST / "config.json").is_file(),
                                  reason=f"{DEFAULT_DEST} not assembled: run `make mpnet`")
 
@@ -58,7 +57,7 @@ def test_assembled_model_encodes_like_sentence_transformers():
     encoder = Encoder(DEFAULT_DEST).eval()
     assert encoder.dim == 768
     ids = model.tokenizer(texts)["input_ids"]
-    assert torch.allclose(encode_ids(encoder, ids, model.tokenizer.pad_token_id), reference,
+    assert torch.allclose(encoder.encode_ids(ids, model.tokenizer.pad_token_id), reference,
                           atol=1e-5)
 
 

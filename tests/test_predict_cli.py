@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.tiny import ROOT
 from hydra import compose, initialize_config_dir
 
 from occlass.errors import DataError, OcclassError
-from occlass.predictor import Predictor, count_rows, predict_job
-from occlass.tabular_io import read_chunks
+from occlass.prediction import predict_job
+from occlass.predictor import Predictor
+from occlass.tabular_io import count_rows, read_chunks
 
-ROOT = Path(__file__).resolve().parents[1]
 INPUT = pd.DataFrame({
     "title": ["Registered Nurse", "Plumber", "", None, "senior python developer"],
     "description": ["Cares for patients.", None, "has a description", "x", ""],
@@ -154,6 +155,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: missing.csv: file does not exist"]
     assert list(tmp_path.iterdir()) == []  # no Hydra outputs/, .hydra/ or log file
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"recipe": "title"}',
+                                     ('{"taxonomy_version": "29.3", "taxonomy_fingerprint": 1, '
+                                     '"n_codes": "many", "recipe": "title", "max_input_length": 32, '
+                                     '"max_category_length": 64, "base_model": "x"}')])
+def test_cli_malformed_run_record_exits_2_with_one_line(tmp_path, run_dir, tiny_onet, content):
+    import shutil
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    (run / "run.json").write_text(content)
+    done = cli(tmp_path, f"run={run}", f"data_dir={tiny_onet}", "text=Plumber")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {run / 'run.json'}: ") and "run record" in line
 
 
 def test_cli_text_mode(tmp_path, run_dir, tiny_onet):

@@ -1,4 +1,5 @@
 import pytest
+from helpers.tiny import write_tiny_onet
 
 from occlass.errors import DataError
 from occlass.taxonomy import Taxonomy, soc_hierarchy
@@ -51,8 +52,6 @@ def test_category_text_recipes(tiny_onet):
 
 
 def test_fingerprint_changes_with_the_codes(tiny_onet, tmp_path):
-    from conftest import write_tiny_onet
-
     other = write_tiny_onet(tmp_path / "other")
     lines = (other / "Occupation Data.txt").read_text().splitlines()
     (other / "Occupation Data.txt").write_text("\n".join(lines[:-1]) + "\n")
@@ -62,8 +61,6 @@ def test_fingerprint_changes_with_the_codes(tiny_onet, tmp_path):
 
 @pytest.fixture
 def broken_onet(tmp_path):
-    from conftest import write_tiny_onet
-
     return write_tiny_onet(tmp_path / "onet")
 
 

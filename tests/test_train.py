@@ -7,14 +7,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from occlass import runs
-from occlass.category_cache import CategoryCache, encode_ids
+from occlass.category_cache import CategoryCache, build_category_cache
 from occlass.encoder import Encoder
+from occlass.errors import OcclassError
+from occlass.metrics import metric_label
 from occlass.training import train
 
 
-def test_fast_dev_run_writes_every_artifact(train_cfg):
-    cfg = train_cfg("trainer.fast_dev_run=true")
-    assert train(cfg) >= 0
+@pytest.mark.parametrize("top_k", [5, 3])
+def test_fast_dev_run_writes_every_artifact(train_cfg, top_k):
+    cfg = train_cfg("trainer.fast_dev_run=true", f"top_k={top_k}")
+    best = train(cfg)
     out = Path(cfg.paths.output_dir)
     for name in (runs.CACHE_FILE, runs.RUN_FILE, runs.METRICS_FILE, runs.REPORT_FILE):
         assert (out / name).is_file(), name
@@ -22,13 +25,29 @@ def test_fast_dev_run_writes_every_artifact(train_cfg):
     assert (out / runs.ENCODER_DIR / "tokenizer_config.json").is_file()
     assert list((out / "checkpoints").glob("*.ckpt"))
     metrics = json.loads((out / runs.METRICS_FILE).read_text())
-    assert metrics["before"]["accuracy"] >= 0 and "major_accuracy" in metrics["after"]
+    assert metrics["objective"] == {"metric": "val/accuracy", "value": best}
+    names = ["precision_weighted", "recall_weighted", "f1_weighted", "precision_macro",
+             "recall_macro", "f1_macro", "accuracy", f"top{top_k}_accuracy", "major_accuracy",
+             "minor_accuracy", "broad_accuracy", "detailed_accuracy"]
+    assert set(metrics["before"]) == set(metrics["after"]) == set(names)
+    # every metric has its row in the report, top-k included whatever k is
     report = (out / runs.REPORT_FILE).read_text()
-    assert "| Accuracy (top-1) |" in report and "Improvement" in report
-    run = json.loads((out / runs.RUN_FILE).read_text())
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "Metric" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == [metric_label(n) for n in names]
+    assert f"| Top-{top_k} accuracy |" in report
+    info = runs.RunInfo.load(out)
+    assert (info.n_codes, info.recipe, info.max_input_length) == (12, "title_description", 32)
     cache = CategoryCache.load(out / runs.CACHE_FILE)
-    assert cache.embeddings.shape == (run["n_codes"], 32)
-    assert cache.identity["taxonomy"] == run["taxonomy_fingerprint"]
+    assert cache.embeddings.shape == (info.n_codes, 32)
+    assert cache.identity["taxonomy"] == info.taxonomy_fingerprint
+
+
+@pytest.mark.parametrize("metric, message", [("test/accuracy", "choose a validation metric"),
+                                             ("val/acc", "not a metric of this model; choose "
+                                                         "one of val/precision_weighted")])
+def test_the_optimised_metric_must_be_a_validation_metric(train_cfg, metric, message):
+    with pytest.raises(OcclassError, match=message):
+        train(train_cfg("trainer.fast_dev_run=true", f"optimized_metric={metric}"))
 
 
 def test_progress_reaches_a_log_file(train_cfg, capfd):
@@ -41,7 +60,8 @@ def test_progress_reaches_a_log_file(train_cfg, capfd):
 
 def evaluated_module(cfg):
     """A module and datamodule after one test pass (so the module has a trainer and a cache)."""
-    datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     trainer.test(model, datamodule=datamodule, verbose=False)
     return model, datamodule
@@ -57,9 +77,9 @@ def test_category_cache_reused_for_same_weights_and_rebuilt_when_they_change(tra
     rebuilt = model.refresh_category_cache()
     assert rebuilt is not cache
     assert rebuilt.identity["weights"] != cache.identity["weights"]
-    model.encoder.eval()
-    expected = encode_ids(model.encoder, datamodule.category_ids, datamodule.tokenizer.pad_token_id)
-    assert torch.allclose(rebuilt.embeddings, expected, atol=1e-6)
+    expected = build_category_cache(model.encoder, datamodule.categories)
+    assert expected.identity == rebuilt.identity
+    assert torch.allclose(rebuilt.embeddings, expected.embeddings, atol=1e-6)
     assert not torch.allclose(rebuilt.embeddings, cache.embeddings, atol=1e-3)
 
 
@@ -67,7 +87,7 @@ class StopAfterFirstEpoch(Callback):
     """Simulates an interrupted run: stops once the first epoch is validated and checkpointed."""
 
     def on_validation_end(self, trainer, pl_module):
-        trainer.should_stop = True
+        trainer.should_stop = not trainer.sanity_checking
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -76,6 +96,7 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def test_resumed_run_ends_where_an_uninterrupted_run_does(train_cfg, tmp_path):
     common = ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "eval_before=false",
+              "callbacks=model_checkpoint",
               "model.encoder.name=" + str(Path(train_cfg().model.encoder.name)),
               "data.batch_size=4", "optim.lr=1e-3")
     straight = train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}")
@@ -98,7 +119,8 @@ def test_resumed_run_ends_where_an_uninterrupted_run_does(train_cfg, tmp_path):
 def test_packaged_minilm_trains_and_exported_encoder_reloads(train_cfg, packaged_minilm):
     cfg = train_cfg(f"model.encoder.name={packaged_minilm}", "trainer.limit_train_batches=3",
                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                    "eval_before=false", "data.max_category_length=32")
+                    "eval_before=false", "data.max_category_length=32",
+                    "callbacks=model_checkpoint")
     train(cfg)
     out = Path(cfg.paths.output_dir)
     exported = Encoder(out / runs.ENCODER_DIR).eval()
@@ -109,7 +131,32 @@ def test_packaged_minilm_trains_and_exported_encoder_reloads(train_cfg, packaged
             "state_dict"].items() if k.startswith("encoder.model.")})
     trained.eval()
     ids = [[101, 7500, 102], [101, 4007, 9722, 102]]
-    a, b = encode_ids(exported, ids, 0), encode_ids(trained, ids, 0)
+    a, b = exported.encode_ids(ids, 0), trained.encode_ids(ids, 0)
     assert torch.allclose(a, b, atol=1e-6)
-    base = encode_ids(instantiate(cfg.model.encoder).eval(), ids, 0)
+    base = instantiate(cfg.model.encoder).encode_ids(ids, 0)
     assert not torch.allclose(a, base, atol=1e-4)  # training moved the weights
+
+
+def test_train_py_prints_each_message_once_and_no_warning(tiny_bert, tiny_onet, tmp_path):
+    """What a user sees from `python train.py` (the default precision and progress bar): every
+    log message once (not also through Lightning's own handler), no advertisement, no warning."""
+    import re
+    import subprocess
+    import sys
+
+    from helpers.tiny import ROOT
+
+    command = [sys.executable, "train.py", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}",
+               f"paths.data_dir={tiny_onet}", f"model.encoder.name={tiny_bert}",
+               "data.val_fraction=0.2", "data.test_fraction=0.2", "threads=1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.strip() for line in re.split(r"[\r\n]", done.stdout + done.stderr)]
+    progress = re.compile(r"\d+%\||it/s|examples/s|\d+/\?")  # tqdm and datasets bars
+    messages = [re.sub(r"^(\[[^]]*\]){3} - |^INFO: ", "", line) for line in lines
+                if line and not progress.search(line) and not line.startswith("|")]
+    assert "Seed set to 42" in messages and any("parameters" in m for m in messages)
+    assert len(messages) == len(set(messages)), [m for m in messages if messages.count(m) > 1]
+    noisy = [m for m in messages if re.search(r"warn|deprecat|tip:|FLOPs", m, re.IGNORECASE)]
+    assert noisy == []

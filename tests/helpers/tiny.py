@@ -1,0 +1,99 @@
+"""Test builders: a tiny O*NET release, a tiny random BERT with a character-level tokenizer, and
+the training config composed for them."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+ROOT = Path(__file__).resolve().parents[2]
+ONET_DATA = ROOT / "data" / "onet-29.3"
+
+# 12 occupations in 4 major groups, with a few alternate and reported titles each.
+OCCUPATIONS = [
+    ("11-1011.00", "Chief Executives", "Plan and direct companies.",
+     ["CEO", "Company President", "Managing Director"], ["Chief Executive Officer"]),
+    ("11-1021.00", "General and Operations Managers", "Plan and direct operations.",
+     ["Operations Manager", "General Manager", "Plant Manager"], ["Operations Director"]),
+    ("11-3031.01", "Treasurers and Controllers", "Direct financial activities.",
+     ["Controller", "Treasurer", "Comptroller"], ["Finance Controller"]),
+    ("15-1252.00", "Software Developers", "Design and develop software.",
+     ["Software Engineer", "Programmer", "Application Developer"], ["Python Developer"]),
+    ("15-1211.00", "Computer Systems Analysts", "Analyze computer systems.",
+     ["Systems Analyst", "IT Analyst", "Business Systems Analyst"], ["Systems Consultant"]),
+    ("15-2041.00", "Statisticians", "Apply statistical methods.",
+     ["Statistician", "Biostatistician", "Data Statistician"], ["Applied Statistician"]),
+    ("29-1141.00", "Registered Nurses", "Assess patients and give care.",
+     ["Nurse", "Staff Nurse", "Charge Nurse"], ["RN"]),
+    ("29-1228.00", "Physicians, All Other", "Diagnose and treat patients.",
+     ["Doctor", "Physician", "Medical Doctor"], ["Hospitalist"]),
+    ("29-2061.00", "Licensed Practical Nurses", "Care for the sick.",
+     ["Practical Nurse", "LPN", "Vocational Nurse"], ["Licensed Nurse"]),
+    ("47-2111.00", "Electricians", "Install and repair wiring.",
+     ["Electrician", "Wireman", "Journeyman Electrician"], ["Industrial Electrician"]),
+    ("47-2152.00", "Plumbers", "Install pipes and fixtures.",
+     ["Plumber", "Pipe Fitter", "Master Plumber"], ["Service Plumber"]),
+    ("47-2031.00", "Carpenters", "Build wooden structures.",
+     ["Carpenter", "Framer", "Joiner"], ["Finish Carpenter"]),
+]
+
+
+def write_tiny_onet(folder: Path) -> Path:
+    """A release folder in the official text layout (tab-delimited, one header row)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    row = "\t".join
+    occupation = [row(["O*NET-SOC Code", "Title", "Description"])]
+    alternate = [row(["O*NET-SOC Code", "Title", "Alternate Title", "Short Title", "Source(s)"])]
+    reported = [row(["O*NET-SOC Code", "Title", "Reported Job Title", "Shown in My Next Move"])]
+    tasks = [row(["O*NET-SOC Code", "Title", "Task ID", "Task", "Task Type",
+                  "Incumbents Responding", "Date", "Domain Source"])]
+    for n, (code, title, description, alts, reps) in enumerate(OCCUPATIONS):
+        occupation.append(row([code, title, description]))
+        alternate += [row([code, title, a, a.split()[0] if i == 0 else "", "08"])
+                      for i, a in enumerate(alts)]
+        reported += [row([code, title, r, "Y"]) for r in reps]
+        tasks += [row([code, title, str(100 * n + 1), f"Supplemental task of {title}.",
+                       "Supplemental", "50", "08/2023", "Incumbent"]),
+                  row([code, title, str(100 * n + 2), f"Core task of {title}.", "Core", "90",
+                       "08/2023", "Incumbent"])]
+    alternate.append("15-1252.00\tSoftware Developers\tDeveloper\t\t08")  # multi-code title
+    alternate.append("15-1211.00\tComputer Systems Analysts\tDeveloper\t\t08")
+    files = {"Occupation Data.txt": occupation, "Alternate Titles.txt": alternate,
+             "Sample of Reported Titles.txt": reported, "Task Statements.txt": tasks}
+    for name, lines in files.items():
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "Read Me.txt").write_text("O*NET 29.3 Database\nMay 2025 Release\n")
+    return folder
+
+
+def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with a character-level WordPiece vocab."""
+    chars = string.ascii_lowercase + string.digits
+    vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars)
+             + [f"##{c}" for c in chars] + list(string.punctuation))
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)},
+                                  do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def compose_tiny_train(data_dir: Path, model_dir: Path, output_dir: Path, *overrides: str):
+    """conf/train.yaml for the tiny model and data, writing its run to `output_dir`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[
+            f"paths.data_dir={data_dir}", f"paths.output_dir={output_dir}",
+            f"model.encoder.name={model_dir}", "trainer.precision=32-true",
+            "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
+            "data.test_fraction=0.2", "~logger", "callbacks=none", *overrides])

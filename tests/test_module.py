@@ -1,0 +1,43 @@
+"""OccupationClassifier on its own: built from explicit inputs, scoring with no DataModule and no
+Trainer."""
+
+import torch
+import torch.nn.functional as F
+
+from occlass.category_cache import Categories
+from occlass.encoder import Encoder, load_tokenizer
+from occlass.module import OccupationClassifier
+from occlass.taxonomy import Taxonomy
+
+TITLES = ["registered nurse", "master plumber", "chief executive officer"]
+
+
+def test_module_scores_a_batch_without_datamodule_or_trainer(tiny_bert, tiny_onet):
+    tokenizer = load_tokenizer(tiny_bert)
+    taxonomy = Taxonomy.load(tiny_onet)
+    categories = Categories.from_taxonomy(taxonomy, tokenizer, "title_description", 3, 64)
+    model = OccupationClassifier(Encoder(tiny_bert), categories, top_k=2)
+    model.eval()
+    batch = tokenizer(TITLES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        scores = model.score({"input_ids": batch["input_ids"],
+                              "attention_mask": batch["attention_mask"]})
+    # brute force: each text encoded alone, cosine similarity
+    encoder = Encoder(tiny_bert).eval()
+
+    def embed(text: str, max_length: int) -> torch.Tensor:
+        ids = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            return encoder(ids["input_ids"], ids["attention_mask"])[0]
+
+    texts = taxonomy.category_texts("title_description")
+    matrix = torch.stack([embed(text, 64) for text in texts])
+    expected = torch.stack([F.cosine_similarity(embed(t, 64)[None], matrix) for t in TITLES])
+    assert scores.shape == (3, len(taxonomy))
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
+    # the metrics are the module's own, ready without a Trainer
+    codes = torch.tensor([[taxonomy.index["29-1141.00"]], [taxonomy.index["47-2152.00"]],
+                          [taxonomy.index["11-1011.00"]]])
+    model.metrics["test"].update(scores, codes)
+    top1 = (scores.argmax(dim=1) == codes[:, 0]).float().mean().item()
+    assert model.metrics["test"].compute()["accuracy"] == top1
