@@ -63,8 +63,8 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
 
 def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
     """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`."""
-    frame = pd.concat(list(read_chunks(path, required=("title", "code"))), ignore_index=True)
-    frame["line"] = range(2, len(frame) + 2)
+    chunks = read_chunks(path, required=("title", "code"), dtype_str=True, line_column="line")
+    frame = pd.concat(list(chunks), ignore_index=True)
     frame["code"] = frame["code"].fillna("").str.strip()
     check_codes(frame, path, known, column="code")
     title = frame["title"].fillna("").str.strip()
