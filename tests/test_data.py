@@ -108,6 +108,15 @@ def test_user_labelled_file_errors_name_physical_lines(tiny_onet, tmp_path, name
         load_pairs(tiny_onet, Taxonomy.load(tiny_onet), sources=[], extra_files=[path])
 
 
+def test_extra_files_may_be_one_path(tiny_onet, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("title,code\nBackend engineer,15-1252.00\n")
+    taxonomy = Taxonomy.load(tiny_onet)
+    for extra_files in (str(path), path, [str(path)]):
+        pairs = load_pairs(tiny_onet, taxonomy, sources=[], extra_files=extra_files)
+        assert pairs[["title", "source"]].values.tolist() == [["Backend engineer", "mine"]]
+
+
 def test_unknown_code_in_an_onet_file(tmp_path):
     from conftest import write_tiny_onet
 
