@@ -66,8 +66,9 @@ def check_writable(path: str | os.PathLike) -> None:
 
 
 def _as_str(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast every non-missing value to str; missing values stay missing."""
-    return df.astype(str).where(df.notna())
+    """Every non-missing value as the text of its Python value (1234, not 1234.0, whatever the
+    dtype backend); missing values stay missing."""
+    return df.astype(object).astype(str).where(df.notna())
 
 
 def _check_columns(path: Path, columns: Sequence, required: Sequence[str]) -> None:
