@@ -16,7 +16,6 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -310,7 +309,7 @@ class AtomicTableWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._header: pd.DataFrame | None = None  # the first chunk, if it had no rows
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> AtomicTableWriter:  # noqa: PYI034 (typing.Self needs 3.11)
         check_writable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(self.path.parent):
