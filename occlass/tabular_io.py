@@ -80,8 +80,9 @@ def _check_columns(path: Path, columns: Sequence, required: Sequence[str]) -> No
 
 
 def _check_unique(path: Path, columns: Sequence[str]) -> None:
-    """pandas would silently rename a second `title` to `title.1`: refuse instead."""
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    """pandas would silently rename a second `title` to `title.1`: refuse instead. (Empty
+    names, as trailing commas give, become distinct `Unnamed: N` columns.)"""
+    duplicated = sorted({c for c in columns if c != "" and columns.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicate column name(s) {', '.join(duplicated)}; rename them")
 

@@ -220,6 +220,15 @@ def test_duplicate_columns_are_refused(tmp_path, fmt):
     assert str(err.value).startswith(f"{path}: ")
 
 
+def test_empty_column_names_are_not_duplicates(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("title,code,,\nNurse,29-1141.00,,\n")
+
+    columns = list(pd.concat(read_chunks(path)).columns)
+
+    assert columns == ["title", "code", "Unnamed: 2", "Unnamed: 3"]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_zero_row_table_gives_header_and_types(tmp_path, fmt):
     source, target = tmp_path / f"in.{fmt}", tmp_path / f"out.{fmt}"
