@@ -1,6 +1,9 @@
 # make train: fine-tune on O*NET with the packaged model.  make test: the test suite.
 # Both first create/update .venv (a no-op when pyproject.toml is unchanged) and the data.
-PYTHON ?= python3
+# The first of these that runs (a pyenv shim may exist without its version); 3.11 first: the
+# local torch==2.13.0 CPU wheel is built for it. Override with `make PYTHON=python3.12 ...`.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.10 python3; do \
+	$$p -c '' 2>/dev/null && command -v $$p && break; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

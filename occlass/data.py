@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,8 +37,11 @@ SPLITS = ("train", "val", "test")
 
 
 def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
-               extra_files: Sequence[str | Path] = ()) -> pd.DataFrame:
-    """All (title, description, code, source) rows of the chosen sources; empty titles dropped."""
+               extra_files: str | os.PathLike | Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
+    """All (title, description, code, source) rows of the chosen sources; empty titles dropped.
+    `extra_files` is a list of labelled files, or one file."""
+    if isinstance(extra_files, (str, os.PathLike)):  # data.extra_files=mine.csv, not [mine.csv]
+        extra_files = [extra_files]
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise ValueError(f"unknown title source(s) {sorted(unknown)}; choose from {SOURCES}")
@@ -64,8 +68,8 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
 
 def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
     """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`."""
-    frame = pd.concat(list(read_chunks(path, required=("title", "code"))), ignore_index=True)
-    frame["line"] = range(2, len(frame) + 2)
+    chunks = read_chunks(path, required=("title", "code"), dtype_str=True, line_column="line")
+    frame = pd.concat(list(chunks), ignore_index=True)
     frame["code"] = frame["code"].fillna("").str.strip()
     check_codes(frame, path, known, column="code")
     title = frame["title"].fillna("").str.strip()
@@ -180,7 +184,7 @@ class TitlePairDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str, tokenizer: str, sources: Sequence[str] = SOURCES,
-                 extra_files: Sequence[str] = (), recipe: str = "title_description",
+                 extra_files: str | Sequence[str] = (), recipe: str = "title_description",
                  n_tasks: int = 3, val_fraction: float = 0.05, test_fraction: float = 0.1,
                  split_seed: int = 0, batch_size: int = 128, eval_batch_size: int = 512,
                  max_input_length: int = 32, max_category_length: int = 64,

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(fetch(args.dest, args.mirror, args.url))
-    except (OSError, RuntimeError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as err:  # ValueError: a bad URL
         print(f"error: cannot get the O*NET release into {args.dest}: {err}", file=sys.stderr)
         return 2
     return 0

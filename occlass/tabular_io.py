@@ -2,17 +2,22 @@
 
 Memory stays flat however long the file is: readers yield one chunk at a time and
 :class:`AtomicTableWriter` appends chunk by chunk to a temporary file that replaces the
-target only when the whole table was written.
+target only when the whole table was written. Chunks read by :func:`read_chunks` and written
+back by :class:`AtomicTableWriter` in the same format keep their values, types and nulls.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import itertools
 import json
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Self
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +25,18 @@ import pyarrow.parquet as pq
 from occlass.errors import DataError
 
 SUPPORTED = (".csv", ".jsonl", ".parquet")
+
+# pandas' default missing-value markers (read_csv's `na_values`), which pandas keeps private.
+MISSING_MARKERS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})
+
+
+def is_missing_marker(values: pd.Series) -> pd.Series:
+    """A bool Series: True where a value's text, stripped, is one of ``MISSING_MARKERS``
+    ("NA", " null ", "" ...). Missing values themselves (NaN, None, NA) are False."""
+    return values.astype("string").str.strip().isin(MISSING_MARKERS)
 
 
 def _suffix(path: Path) -> str:
@@ -31,9 +48,26 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` unless a table can be written at ``path``: a supported type,
+    not a folder, in a folder that exists (or can be created) and is writable."""
+    path = Path(path)
+    _suffix(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
+    folder = path.parent
+    while not folder.exists():  # it will be created: its nearest existing parent must allow it
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: cannot be written, as {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot be written, as the folder {folder} is not writable")
+
+
 def _as_str(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast every non-missing value to str; missing values stay missing."""
-    return df.astype(str).where(df.notna())
+    """Every non-missing value as the text of its Python value (1234, not 1234.0, whatever the
+    dtype backend); missing values stay missing."""
+    return df.astype(object).astype(str).where(df.notna())
 
 
 def _check_columns(path: Path, columns: Sequence, required: Sequence[str]) -> None:
@@ -43,6 +77,14 @@ def _check_columns(path: Path, columns: Sequence, required: Sequence[str]) -> No
         raise DataError(
             f"{path}: missing required column(s) {', '.join(missing)}; columns found: {found}"
         )
+
+
+def _check_unique(path: Path, columns: Sequence[str]) -> None:
+    """pandas would silently rename a second `title` to `title.1`: refuse instead. (Empty
+    names, as trailing commas give, become distinct `Unnamed: N` columns.)"""
+    duplicated = sorted({c for c in columns if c != "" and columns.count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path}: duplicate column name(s) {', '.join(duplicated)}; rename them")
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -56,29 +98,38 @@ def _not_utf8(path: Path) -> DataError:
     return DataError(f"{path}: line {line_no} is not valid UTF-8 text; re-save the file as UTF-8")
 
 
-def _bad_json(path: Path, cause: Exception) -> DataError:
-    """The error for a malformed JSONL file, naming the first line that is not a JSON object."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ok = isinstance(json.loads(line), dict)
-            except ValueError:
-                ok = False
-            if not ok:
-                return DataError(f"{path}: line {line_no} is not a valid JSON object")
-    return DataError(f"{path}: malformed JSONL ({cause})")
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(physical line where it starts, fields) of each CSV record, header first; blank lines
+    are skipped, as pandas does."""
+    raw = []  # the physical lines of the record being read
+
+    def physical_lines(f):
+        for line in f:
+            raw.append(line)
+            yield line
+
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        reader = csv.reader(physical_lines(f))
+        start = 1
+        try:
+            for fields in reader:
+                if len(raw) > 1 or raw[0].strip():
+                    yield start, fields
+                start = reader.line_num + 1
+                raw.clear()
+        except csv.Error as e:
+            raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from None
 
 
-def _csv_chunks(path: Path, chunk_rows: int, dtype_str: bool) -> Iterator[pd.DataFrame]:
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    _check_unique(path, next((fields for _, fields in _csv_records(path)), []))
     try:
         with pd.read_csv(
             path,
             chunksize=chunk_rows,
-            dtype=str if dtype_str else None,
+            dtype=str,
             encoding="utf-8",
-            keep_default_na=False,
+            keep_default_na=False,  # only an empty field is missing: a title "NA" stays "NA"
             na_values=[""],
         ) as reader:
             yield from reader
@@ -90,94 +141,182 @@ def _csv_chunks(path: Path, chunk_rows: int, dtype_str: bool) -> Iterator[pd.Dat
         raise DataError(f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
 
 
-def _jsonl_chunks(path: Path, chunk_rows: int, dtype_str: bool) -> Iterator[pd.DataFrame]:
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Records parsed by the json module into object columns: every value keeps its JSON type
+    (an integer next to a null stays an integer, 1.0 stays a float); blank lines are skipped."""
+    rows = []
     try:
-        with pd.read_json(
-            path,
-            lines=True,
-            chunksize=chunk_rows,
-            dtype=False,
-            dtype_backend="numpy_nullable",  # so 1234 next to a null stays 1234, not 1234.0
-            encoding="utf-8",
-        ) as reader:
-            for chunk in reader:
-                yield _as_str(chunk) if dtype_str else chunk
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}: line {line_no} is not a valid JSON object")
+                rows.append(row)
+                if len(rows) == chunk_rows:
+                    yield pd.DataFrame(rows, dtype=object)
+                    rows = []
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
-    except (ValueError, TypeError) as e:
-        raise _bad_json(path, e) from None
+    if rows:
+        yield pd.DataFrame(rows, dtype=object)
 
 
-def _parquet_chunks(path: Path, chunk_rows: int, dtype_str: bool) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
         pf = pq.ParquetFile(path)
     except pa.ArrowException as e:
         raise DataError(f"{path}: not a valid Parquet file ({e})") from None
     with pf:
-        # An empty frame first, so the columns are checked even when there are no rows.
-        yield pf.schema_arrow.empty_table().to_pandas()
+        _check_unique(path, pf.schema_arrow.names)
+        # Arrow-backed columns of the file's own types; pandas' index metadata is ignored, so an
+        # index saved as a column stays a column.
+        options = {"types_mapper": pd.ArrowDtype, "ignore_metadata": True}
+        yield pf.schema_arrow.empty_table().to_pandas(**options)
         for batch in pf.iter_batches(batch_size=chunk_rows):
-            df = batch.to_pandas()
-            yield _as_str(df) if dtype_str else df
+            yield batch.to_pandas(**options)
 
 
 _READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".parquet": _parquet_chunks}
+
+
+def _record_lines(path: Path, suffix: str) -> Iterator[int]:
+    """The physical line (Parquet: the row number) where each record starts, 1-based."""
+    if suffix == ".csv":
+        return itertools.islice((line for line, _ in _csv_records(path)), 1, None)
+    if suffix == ".jsonl":
+        return _jsonl_lines(path)
+    return itertools.count(1)
+
+
+def _jsonl_lines(path: Path) -> Iterator[int]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        yield from (line for line, text in enumerate(f, 1) if text.strip())
 
 
 def read_chunks(
     path: str | os.PathLike,
     chunk_rows: int = 10_000,
     required: Sequence[str] = (),
-    dtype_str: bool = True,
+    dtype_str: bool = False,
+    line_column: str | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Yield the table at ``path`` as DataFrames of at most ``chunk_rows`` rows.
+    """Yield the table at ``path``: first a zero-row DataFrame with its columns and dtypes (also
+    when the table has no rows), then its rows as DataFrames of 1 to ``chunk_rows`` rows.
 
-    The format follows the extension (see ``SUPPORTED``). With ``dtype_str`` every value is
-    read as text (missing values stay NaN), so codes such as "01234" keep their zeros.
-    Missing ``required`` columns, unreadable files and bad rows raise :class:`DataError`.
+    The format follows the extension (see ``SUPPORTED``). Values come as stored, so writing
+    them back with :class:`AtomicTableWriter` reproduces them: CSV as text (only an empty
+    field is missing, "NA" stays the text "NA", "01234" keeps its zero), JSONL as object
+    columns of the values the json module parsed (1234 next to a null stays the int 1234),
+    Parquet with Arrow-backed dtypes of the file's own types. With ``dtype_str`` every value
+    is text instead (1234 → "1234"; missing values stay missing). A JSONL file without records
+    has no columns: its first frame has just the ``required`` ones.
+
+    With ``line_column``, a column of that name is added last (replacing any such column): the
+    1-based physical line where each record starts (Parquet: the row number), so errors can
+    name lines even when quoted CSV fields span lines or a JSONL file has blank lines.
+
+    Missing or duplicate columns, unreadable files and bad rows raise :class:`DataError`.
     The file's existence and type are checked at once, its contents while iterating.
     """
     path = Path(path)
-    reader = _READERS[_suffix(path)]
+    suffix = _suffix(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
-    if path.stat().st_size == 0:
+    if path.stat().st_size == 0 and suffix != ".jsonl":
         raise DataError(f"{path}: file is empty")
-    return _checked(path, reader(path, chunk_rows, dtype_str), required)
+    chunks = _READERS[suffix](path, chunk_rows)
+    lines = _record_lines(path, suffix) if line_column else None
+    return _checked(path, chunks, required, dtype_str, line_column, lines)
 
 
-def _checked(
-    path: Path, chunks: Iterator[pd.DataFrame], required: Sequence[str]
-) -> Iterator[pd.DataFrame]:
-    """Check the first chunk's columns, then pass on the non-empty chunks."""
-    first = True
-    for chunk in chunks:
-        if first:
-            _check_columns(path, list(chunk.columns), required)
-            first = False
-        if len(chunk):
-            yield chunk
+def _checked(path: Path, chunks: Iterator[pd.DataFrame], required: Sequence[str],
+             dtype_str: bool, line_column: str | None,
+             lines: Iterator[int] | None) -> Iterator[pd.DataFrame]:
+    """The zero-row header frame, checked, then the non-empty chunks; converted and numbered."""
+    first = next(chunks, None)
+    if first is None:  # a JSONL file without records
+        first = pd.DataFrame(columns=list(required), dtype=object)
+    _check_columns(path, list(first.columns), required)
+    header = first.iloc[:0]
+    for chunk in itertools.chain([header, first], chunks):
+        if not len(chunk) and chunk is not header:
+            continue
+        if dtype_str:
+            chunk = _as_str(chunk)
+        if line_column:
+            numbers = np.fromiter(itertools.islice(lines, len(chunk)), np.int64, len(chunk))
+            chunk = chunk.drop(columns=line_column, errors="ignore")
+            chunk[line_column] = numbers
+        yield chunk
+
+
+def _json_default(value):
+    """Arrays (Arrow lists) as lists, numpy scalars as numbers, anything else (dates) as text."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, default=_json_default)
+
+
+def _json_lines(df: pd.DataFrame) -> str:
+    """One JSON object per row; missing values are null and numbers keep every digit, but a
+    32-bit float (a rounded score) gets its own shortest digits, as in CSV: 0.432725."""
+    float32 = {c: str for c in df.select_dtypes(np.float32).columns}
+    df = df.astype(float32).astype({c: float for c in float32})
+    records = df.astype(object).where(df.notna(), None).to_dict("records")
+    return "".join(_JSON.encode(record) + "\n" for record in records)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 class AtomicTableWriter:
     """Write a table chunk by chunk; ``path`` appears only if the ``with`` block succeeds.
 
-    Chunks go to a temporary file next to ``path`` that replaces it on a clean exit and is
-    deleted on an exception, leaving any earlier file at ``path`` untouched. ``columns``
-    gives the header (CSV) or string schema (Parquet) used when no chunk is written.
+    Chunks go to a temporary file ``.NAME.tmp-HOST-PID`` next to ``path`` that replaces it on
+    a clean exit and is deleted on any exception (KeyboardInterrupt, or SystemExit raised by a
+    SIGTERM handler, too), leaving any earlier file at ``path`` untouched. Entering checks
+    ``path`` (:func:`check_writable`) and deletes the temporary files that dead processes of
+    this host left for it (``kill -9``).
+
+    Every chunk must have the same columns. The Parquet schema takes the types of the first
+    chunk with rows (an object column without values is a string). A table without rows gets
+    its CSV header and Parquet schema from a zero-row chunk with all the columns (e.g. the
+    first frame of :func:`read_chunks` plus your own), else from ``columns`` (names only:
+    Parquet strings). JSONL has no header: a table without rows is an empty file.
     """
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None):
         self.path = Path(path)
         self.suffix = _suffix(self.path)
         self.columns = list(columns) if columns is not None else None
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._prefix = f".{self.path.name}.tmp-{socket.gethostname()}-"
+        self._tmp = self.path.with_name(f"{self._prefix}{os.getpid()}")
         self._file = None
         self._parquet: pq.ParquetWriter | None = None
-        self._written = False
+        self._header: pd.DataFrame | None = None  # the first chunk, if it had no rows
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> AtomicTableWriter:  # noqa: PYI034 (typing.Self needs 3.11)
+        check_writable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(self.path.parent):
+            pid = name[len(self._prefix):]
+            if name.startswith(self._prefix) and pid.isdigit() and not _running(int(pid)):
+                (self.path.parent / name).unlink(missing_ok=True)
         if self.suffix != ".parquet":
             self._file = open(self._tmp, "w", encoding="utf-8", newline="")
         return self
@@ -191,43 +330,49 @@ class AtomicTableWriter:
                 f"{self.path}: chunk columns {list(df.columns)} differ from {self.columns}"
             )
         if self.suffix == ".csv":
-            df.to_csv(self._file, index=False, header=not self._written)
+            df.to_csv(self._file, index=False, header=self._file.tell() == 0)
         elif self.suffix == ".jsonl":
-            if len(df):
-                df.to_json(
-                    self._file,
-                    orient="records",
-                    lines=True,
-                    force_ascii=False,
-                    double_precision=15,
-                )
-        else:
-            self._write_parquet(pa.Table.from_pandas(df, preserve_index=False))
-        self._written = True
+            self._file.write(_json_lines(df))
+        elif len(df) or self._parquet is not None:
+            self._write_parquet(df)
+        elif self._header is None:
+            self._header = df
 
-    def _write_parquet(self, table: pa.Table) -> None:
+    def _write_parquet(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, preserve_index=False)
         if self._parquet is None:
-            # A column with no values in the first chunk has no type yet: make it a string.
-            schema = pa.schema(
-                [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
-            )
+            schema = pa.schema([
+                f.with_type(pa.string()) if pa.types.is_null(f.type) and dtype == object else f
+                for f, dtype in zip(table.schema, df.dtypes)
+            ])
             self._parquet = pq.ParquetWriter(self._tmp, schema)
-        self._parquet.write_table(table.cast(self._parquet.schema))
+        try:
+            table = table.cast(self._parquet.schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"{self.path}: a chunk's column types differ from the first "
+                            f"chunk's: {' '.join(str(e).split())}") from None
+        self._parquet.write_table(table)
+
+    def _close(self) -> None:
+        for handle in (self._file, self._parquet):
+            if handle is not None:
+                handle.close()
+        self._file = self._parquet = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None and not self._written:
-                if self.suffix == ".csv" and self.columns:
-                    self.write(pd.DataFrame(columns=self.columns))
-                elif self.suffix == ".parquet":
-                    schema = pa.schema([(c, pa.string()) for c in self.columns or []])
-                    self._write_parquet(schema.empty_table())
-            for handle in (self._file, self._parquet):
-                if handle is not None:
-                    handle.close()
             if exc_type is None:
+                if self.suffix == ".csv" and self._file.tell() == 0 and self.columns:
+                    self.write(pd.DataFrame(columns=self.columns))
+                elif self.suffix == ".parquet" and self._parquet is None:
+                    header = self._header
+                    self._write_parquet(pd.DataFrame(columns=self.columns or []) if header is None
+                                        else header)
+                self._close()
                 os.replace(self._tmp, self.path)
         finally:
+            with contextlib.suppress(Exception):  # the file goes anyway; keep the first error
+                self._close()
             self._tmp.unlink(missing_ok=True)
 
 

@@ -94,6 +94,28 @@ def test_user_labelled_file_errors(tiny_onet, tmp_path, content, message):
         load_pairs(tiny_onet, Taxonomy.load(tiny_onet), sources=["title"], extra_files=[path])
 
 
+@pytest.mark.parametrize("name, content, line", [
+    ("mine.csv", ('title,description,code\nNurse,"Cares for\npatients.\n\nNights.",29-1141.00\n'
+                  "\nPilot,,53-2011.00\n"), 7),
+    ("mine.jsonl", ('{"title": "Nurse", "code": "29-1141.00"}\n\n\n'
+                    '{"title": "Pilot", "code": "53-2011.00"}\n'), 4),
+])
+def test_user_labelled_file_errors_name_physical_lines(tiny_onet, tmp_path, name, content, line):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{name}, line {line}: code '53-2011.00' is not"):
+        load_pairs(tiny_onet, Taxonomy.load(tiny_onet), sources=[], extra_files=[path])
+
+
+def test_extra_files_may_be_one_path(tiny_onet, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("title,code\nBackend engineer,15-1252.00\n")
+    taxonomy = Taxonomy.load(tiny_onet)
+    for extra_files in (str(path), path, [str(path)]):
+        pairs = load_pairs(tiny_onet, taxonomy, sources=[], extra_files=extra_files)
+        assert pairs[["title", "source"]].values.tolist() == [["Backend engineer", "mine"]]
+
+
 def test_unknown_code_in_an_onet_file(tmp_path):
     folder = write_tiny_onet(tmp_path / "onet")
     path = folder / "Sample of Reported Titles.txt"
