@@ -24,7 +24,6 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
-import pyarrow.parquet as pq
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig
@@ -144,11 +143,9 @@ class ShardWriter(BasePredictionWriter):
         rows = 0
         try:
             with AtomicTableWriter(self.output) as writer:
-                for shard in shards:
-                    with pq.ParquetFile(shard) as table:
-                        for batch in table.iter_batches():
-                            writer.write(batch.to_pandas())
-                            rows += batch.num_rows
+                for chunk in (c for shard in shards for c in read_chunks(shard) if len(c)):
+                    writer.write(chunk)  # types as the input had them (ints with nulls stay ints)
+                    rows += len(chunk)
         finally:
             for shard in shards:
                 shard.unlink(missing_ok=True)

@@ -40,7 +40,7 @@ class Predictions:
         """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, status."""
         columns = {}
         for name, values in (("code", self.codes), ("title", self.titles),
-                             ("score", self.scores.round(6))):
+                             ("score", self.scores.astype(np.float64).round(6))):
             columns.update({f"pred_{name}_{j + 1}": values[:, j] for j in range(values.shape[1])})
         return pd.DataFrame({**columns, "status": self.status}, index=index)
 

@@ -43,8 +43,8 @@ def test_fast_dev_run_writes_every_artifact(train_cfg, top_k):
 
 
 @pytest.mark.parametrize("metric, message", [("test/accuracy", "choose a validation metric"),
-                                             ("val/acc", "not a metric of this model; choose "
-                                                         "one of val/precision_weighted")])
+                                             ("val/acc", ("not a metric of this model; choose "
+                                                         "one of val/precision_weighted"))])
 def test_the_optimised_metric_must_be_a_validation_metric(train_cfg, metric, message):
     with pytest.raises(OcclassError, match=message):
         train(train_cfg("trainer.fast_dev_run=true", f"optimized_metric={metric}"))
