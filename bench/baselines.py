@@ -11,7 +11,6 @@ score is the best cosine of the training titles that carry it.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,15 +22,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from torch.nn.utils.rnn import pad_sequence
 
 from occlass import runs
-from occlass.category_cache import CategoryCache, encode_ids
+from occlass.category_cache import CategoryCache
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import OcclassError
-from occlass.metrics import OccupationMetrics
+from occlass.metrics import OccupationMetrics, metric_label
 from occlass.taxonomy import SOC_LEVELS
 
-COLUMNS = (("top-1", "accuracy"), ("top-5", "top5_accuracy"), ("F1 weighted", "f1_weighted"),
-           ("F1 macro", "f1_macro"), ("major", "major_accuracy"), ("minor", "minor_accuracy"),
-           ("broad", "broad_accuracy"), ("detailed", "detailed_accuracy"))
 SPLIT_KEYS = ("sources", "extra_files", "val_fraction", "test_fraction", "split_seed")
 
 
@@ -48,10 +44,13 @@ class Scorer:
         self.pair_code = torch.tensor([c for cs in train_codes for c in cs])
         self.chunk = chunk
 
+    def metrics(self) -> OccupationMetrics:
+        levels = {level: self.taxonomy.level_ids(level) for level in SOC_LEVELS if level != "onet"}
+        return OccupationMetrics(len(self.taxonomy), levels)
+
     def evaluate(self, similarity) -> dict[str, float]:
         """similarity(start, stop) → (rows, n_codes) scores of those test inputs."""
-        levels = {level: self.taxonomy.level_ids(level) for level in SOC_LEVELS if level != "onet"}
-        metrics = OccupationMetrics(len(self.taxonomy), levels)
+        metrics = self.metrics()
         for start in range(0, len(self.codes), self.chunk):
             stop = min(start + self.chunk, len(self.codes))
             metrics.update(similarity(start, stop), self.codes[start:stop])
@@ -68,7 +67,7 @@ class Scorer:
 def encode(encoder: Encoder, tokenizer, texts: list[str], max_length: int,
            batch_size: int) -> torch.Tensor:
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    return encode_ids(encoder, ids, tokenizer.pad_token_id, batch_size)
+    return encoder.encode_ids(ids, tokenizer.pad_token_id, batch_size)
 
 
 def encoder_rows(name: str, encoder: Encoder, tokenizer, categories: torch.Tensor, scorer: Scorer,
@@ -90,11 +89,11 @@ def encoder_rows(name: str, encoder: Encoder, tokenizer, categories: torch.Tenso
 
 def load_run(run_dir: Path, taxonomy, data_cfg) -> tuple[Encoder, object, torch.Tensor, int, str]:
     """A run's exported encoder, tokenizer, category matrix and input length, plus a split note."""
-    info = json.loads((run_dir / runs.RUN_FILE).read_text())
+    info = runs.RunInfo.load(run_dir)
     cache = CategoryCache.load(run_dir / runs.CACHE_FILE)
     if cache.codes != list(taxonomy.codes):
         raise OcclassError(f"{run_dir}: its category cache is for other codes than this taxonomy")
-    trained = info["config"]["data"]
+    trained = info.config["data"]
     differs = [k for k in SPLIT_KEYS if str(trained.get(k)) != str(data_cfg.get(k))]
     if Path(trained["data_dir"]).resolve() != Path(data_cfg.data_dir).resolve():
         differs.append("data_dir")
@@ -102,13 +101,15 @@ def load_run(run_dir: Path, taxonomy, data_cfg) -> tuple[Encoder, object, torch.
             f"this one**" if differs else "the run used this split")
     encoder = Encoder(run_dir / runs.ENCODER_DIR)
     tokenizer = load_tokenizer(run_dir / runs.ENCODER_DIR)
-    return encoder, tokenizer, cache.embeddings.float(), info["max_input_length"], note
+    return encoder, tokenizer, cache.embeddings.float(), info.max_input_length, note
 
 
-def table(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(c for c, _ in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
-    lines += [f"| {method} | " + " | ".join(f"{values[k]:.4f}" for _, k in COLUMNS) + " |"
+def table(rows: dict[str, dict[str, float]], names: list[str]) -> str:
+    """One row per method; one column per metric of `names` but precision and recall."""
+    columns = [n for n in names if not n.startswith(("precision", "recall"))]
+    lines = ["| method | " + " | ".join(metric_label(c) for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    lines += [f"| {method} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |"
               for method, values in rows.items()]
     return "\n".join(lines)
 
@@ -134,8 +135,8 @@ def main() -> None:
 
     encoder = Encoder(hp.tokenizer)
     start = time.perf_counter()
-    categories = encode_ids(encoder, datamodule.category_ids, datamodule.tokenizer.pad_token_id,
-                            args.batch_size)
+    categories = encoder.encode_ids(datamodule.categories.token_ids,
+                                    datamodule.categories.pad_id, args.batch_size)
     timings.append(f"zero-shot: encoding {len(categories):,} categories "
                    f"{time.perf_counter() - start:.0f} s")
     rows = encoder_rows("zero-shot", encoder, datamodule.tokenizer, categories, scorer,
@@ -170,7 +171,7 @@ def main() -> None:
               f"category texts by recipe `{hp.recipe}` ≤ {hp.max_category_length} tokens. "
               f"TF-IDF: `TfidfVectorizer(analyzer=\"char_wb\", ngram_range=(2, 4), "
               f"sublinear_tf=True)` fit on the training titles.{run_note}")
-    body = (f"## Baselines (test split)\n\n{preamble(config, at_start)}\n{table(rows)}\n\n"
+    body = (f"## Baselines (test split)\n\n{preamble(config, at_start)}\n{table(rows, scorer.metrics().names)}\n\n"
             f"A title with several valid codes counts as correct when the prediction is any of "
             f"them. Timings: {'; '.join(timings)}; total {time.perf_counter() - began:.0f} s.\n")
     print(body)

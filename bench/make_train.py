@@ -22,11 +22,13 @@ from pathlib import Path
 
 from common import ROOT, load, preamble, write_section
 
+from occlass.runs import RUN_FILE, RunInfo
+
 OUTPUTS = ROOT / "outputs"
 
 
 def run_dirs() -> set[Path]:
-    return {path.parent for path in OUTPUTS.glob("*/*/run.json")}
+    return {path.parent for path in OUTPUTS.glob(f"*/*/{RUN_FILE}")}
 
 
 def val_accuracy_by_epoch(run: Path) -> list[float]:
@@ -60,7 +62,7 @@ def main() -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     table = "\n".join(line for line in (run / "report.md").read_text().splitlines()
                       if line.startswith("|"))
-    config = json.loads((run / "run.json").read_text())["config"]
+    config = RunInfo.load(run).config
     trainer, data, optim = config["trainer"], config["data"], config["optim"]
     epochs = ", ".join(f"{acc:.4f} after epoch {i + 1}"
                        for i, acc in enumerate(val_accuracy_by_epoch(run)))

@@ -20,7 +20,7 @@ import lightning as L
 from common import default_config, load, preamble, write_section
 from hydra.utils import instantiate
 
-from occlass.category_cache import encode_ids
+from occlass.metrics import metric_label
 
 
 class TrainTimer(L.Callback):
@@ -42,7 +42,7 @@ def predict_rows_per_s(model, datamodule, rows: int) -> float:
     ids = (ids * (rows // len(ids) + 1))[:rows]
     categories = model.category_cache.embeddings
     start = time.perf_counter()
-    scores = encode_ids(model.encoder, ids, datamodule.tokenizer.pad_token_id) @ categories.T
+    scores = model.encoder.encode_ids(ids, datamodule.tokenizer.pad_token_id) @ categories.T
     scores.topk(5, dim=1)
     return rows / (time.perf_counter() - start)
 
@@ -56,7 +56,8 @@ def measure(name: str, args, overrides: list[str]) -> dict:
     if not Path(cfg.model.encoder.name).exists() and name == "mpnet-base":
         raise SystemExit(f"{cfg.model.encoder.name} not found: run `make mpnet` first")
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, timer = instantiate(cfg.data), instantiate(cfg.model), TrainTimer()
+    datamodule, timer = instantiate(cfg.data), TrainTimer()
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories)
     trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False,
                           enable_checkpointing=False)
     before = trainer.test(model, datamodule=datamodule, verbose=False)[0]
@@ -64,22 +65,24 @@ def measure(name: str, args, overrides: list[str]) -> dict:
     after = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     return {"name": name, "params": sum(p.numel() for p in model.encoder.parameters()),
             "dim": model.encoder.dim, "before": before, "after": after,
+            "top_k": model.metrics["test"].top_k_name,
             "pairs/s": args.batch_size / timer.seconds_per_step(),
             "rows/s": predict_rows_per_s(model, datamodule, args.predict_rows),
             "test titles": len(datamodule.datasets["test"]), "cfg": cfg}
 
 
 def table(results: list[dict]) -> str:
-    header = ("| model | params | dim | zero-shot top-1 | zero-shot top-5 | fine-tuned top-1 | "
-              "fine-tuned top-5 | Δ top-1 | train pairs/s | predict rows/s |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     first = results[0]
+    top_k = metric_label(first["top_k"]).split()[0]  # "Top-5"
+    header = (f"| model | params | dim | zero-shot top-1 | zero-shot {top_k} | fine-tuned top-1 | "
+              f"fine-tuned {top_k} | Δ top-1 | train pairs/s | predict rows/s |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        b, a = r["before"], r["after"]
+        b, a, k = r["before"], r["after"], f"test/{r['top_k']}"
         delta = 100 * (a["test/accuracy"] - b["test/accuracy"])
         lines.append(f"| {r['name']} | {r['params'] / 1e6:.1f}M | {r['dim']} | "
-                     f"{b['test/accuracy']:.4f} | {b['test/top5_accuracy']:.4f} | "
-                     f"{a['test/accuracy']:.4f} | {a['test/top5_accuracy']:.4f} | "
+                     f"{b['test/accuracy']:.4f} | {b[k]:.4f} | "
+                     f"{a['test/accuracy']:.4f} | {a[k]:.4f} | "
                      f"{delta:+.1f} pts | {r['pairs/s']:.1f} ({r['pairs/s'] / first['pairs/s']:.2f}×) | "
                      f"{r['rows/s']:.0f} ({r['rows/s'] / first['rows/s']:.2f}×) |")
     return "\n".join(lines)

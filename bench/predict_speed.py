@@ -23,7 +23,8 @@ from common import ROOT, load, preamble, write_section
 from sentence_transformers import SentenceTransformer, util
 
 from occlass.category_cache import CategoryCache
-from occlass.predictor import Predictor, predict_file
+from occlass.prediction import predict_file
+from occlass.predictor import Predictor
 from occlass.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
 from occlass.text import input_text, normalize_title
 

@@ -41,6 +41,9 @@ def _load(loader, name: str):
     except OSError as err:
         raise OcclassError(f"cannot load model {name!r} from {resolved!r}: {err}. Without "
                            f"internet, use a local folder or {PACKAGED!r}") from None
+    except Exception as err:  # noqa: BLE001 (a damaged file: safetensors, JSON, ... errors)
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise OcclassError(f"cannot load model {name!r} from {resolved!r}: {detail}") from None
 
 
 def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:

@@ -4,6 +4,8 @@ through the `Predictor` (one process here; several through `occlass.distributed_
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -13,50 +15,88 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from occlass.errors import OcclassError
-from occlass.predictor import Predictor
-from occlass.tabular_io import AtomicTableWriter, count_rows, read_chunks
+from occlass.predictor import PRECISIONS, Predictor
+from occlass.tabular_io import AtomicTableWriter, check_writable, count_rows, read_chunks
 
 log = logging.getLogger(__name__)
 
 
 def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
                  title_column: str = "title", description_column: str | None = "description",
-                 chunk_rows: int = 10_000, progress: bool = True) -> int:
+                 chunk_rows: int = 10_000, progress: bool = True) -> Counter:
     """Stream a CSV/JSONL/Parquet table through `predictor` into `output` (same choice of types):
-    every input column, then the prediction columns. `output` appears only once complete.
-    Returns the number of rows."""
+    every input column exactly as read, then the prediction columns (a table without rows gets
+    them as its header). `output` appears only once complete; a failure keeps the old one.
+    Returns the count of rows per status ("ok", "empty title", ...)."""
     chunks = read_chunks(input, chunk_rows, required=[title_column])
-    rows = 0
-    with (AtomicTableWriter(output) as writer,
-          tqdm(total=count_rows(input), unit="rows", unit_scale=True, disable=not progress) as bar):
-        for chunk in chunks:
-            writer.write(predictor.predict_frame(chunk, top_k, title_column,
-                                                 description_column, input))
-            bar.update(len(chunk))
-            rows += len(chunk)
-    return rows
+    status: Counter = Counter()
+    try:
+        with (AtomicTableWriter(output) as writer,
+              tqdm(total=count_rows(input), unit="rows", unit_scale=True,
+                   disable=not progress) as bar):
+            for chunk in chunks:
+                result = predictor.predict_frame(chunk, top_k, title_column, description_column,
+                                                 input)
+                writer.write(result)
+                status.update(result["status"])
+                bar.update(len(chunk))
+    except OSError as err:  # disk full, folder removed or made read-only while writing
+        raise OcclassError(f"{output}: cannot be written ({err.strerror or err}); "
+                           "any earlier file there is kept") from None
+    return status
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Refuse bad options and inputs with one line each, before a model is loaded."""
+    for key in ("top_k", "chunk_rows", "batch_size", "batch_tokens"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1")
+    for key in ("max_input_length", "max_category_length", "threads"):
+        value = cfg[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise OcclassError(f"{key}={value!r}: give a whole number of at least 1, or null")
+    if str(cfg.precision) not in PRECISIONS:
+        raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    title, description = cfg.columns.title, cfg.columns.description
+    if not isinstance(title, str) or not title:
+        raise OcclassError(f"columns.title={title!r}: name the input's title column")
+    if description is not None and not isinstance(description, str):
+        raise OcclassError(f"columns.description={description!r}: name a column, or null")
+    if cfg.text is not None:
+        return
+    if not (cfg.input and cfg.output):
+        raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
+    check_writable(cfg.output)
+    header = next(read_chunks(cfg.input, 1, required=[title]))
+    if Path(cfg.output).exists() and os.path.samefile(cfg.input, cfg.output):
+        raise OcclassError(f"output={cfg.output} is the input file: prediction would replace "
+                           "it; choose another output")
+    # the default description column may be absent; one named on the command line may not
+    if description not in (None, "description") and description not in header:
+        raise OcclassError(f"{cfg.input}: has no column {description!r} "
+                           f"(columns.description); columns found: {', '.join(header.columns)}")
 
 
 def predict_job(cfg: DictConfig) -> None:
     """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`."""
+    check_job(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     transformers.logging.disable_progress_bar()  # ours is the one that matters
-    if cfg.text is None:
-        if not (cfg.input and cfg.output):
-            raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
-        AtomicTableWriter(cfg.output)  # fail fast on bad paths, types or columns, before loading
-        next(read_chunks(cfg.input, 1, required=[cfg.columns.title]), None)
-        if cfg.get("trainer"):
-            from occlass.distributed_predict import predict_distributed  # imports Lightning
+    if cfg.text is None and cfg.get("trainer"):
+        from occlass.distributed_predict import predict_distributed  # imports Lightning
 
-            predict_distributed(cfg)
-            return
+        predict_distributed(cfg)
+        return
     predictor = Predictor.from_config(cfg)
     if cfg.text is None:
-        rows = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
-                            cfg.columns.description, cfg.chunk_rows, cfg.progress)
-        log.info("%d rows → %s", rows, cfg.output)
+        status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
+                              cfg.columns.description, cfg.chunk_rows, cfg.progress)
+        flagged = {s: n for s, n in status.items() if s != "ok"}
+        log.info("%d rows → %s%s", status.total(), cfg.output,
+                 f" ({', '.join(f'{n} {s}' for s, n in flagged.items())}: no prediction)"
+                 if flagged else "")
         return
     result = predictor.predict([cfg.text], top_k=cfg.top_k)
     if result.status[0] != "ok":

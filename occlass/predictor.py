@@ -16,6 +16,7 @@ from occlass.category_cache import Categories, CategoryCache, build_category_cac
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import DataError, OcclassError
 from occlass.runs import CACHE_FILE, ENCODER_DIR, RunInfo
+from occlass.tabular_io import is_missing_marker
 from occlass.taxonomy import Taxonomy
 from occlass.text import input_text
 
@@ -52,6 +53,12 @@ def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
         raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
                         "(or run `make data`)")
     return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
+
+
+def _is_marker(values: pd.Series) -> np.ndarray:
+    """Where a value is a missing-value marker such as "NA" or "null" (not "" or a real null)."""
+    blank = values.astype("string").str.strip().eq("")
+    return (is_missing_marker(values) & ~blank).fillna(False).to_numpy(bool)
 
 
 def _text(values: Sequence) -> np.ndarray:
@@ -166,7 +173,8 @@ class Predictor:
             index, score = self._rank(ids, k)
             codes[ok], names[ok] = self.codes[index[rows]], self.titles[index[rows]]
             scores[ok] = score[rows]
-        return Predictions(codes, names, scores, np.where(ok, "ok", "empty title"))
+        return Predictions(codes, names, scores,
+                           np.where(ok, "ok", "empty title").astype(object))
 
     @torch.inference_mode()
     def _rank(self, ids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,9 +216,19 @@ class Predictor:
                       description_column: str | None = "description",
                       source: str | Path = "the input") -> pd.DataFrame:
         """`frame`'s columns, then the prediction columns (`Predictions.to_frame`). The
-        description column is optional (absent = titles only); errors name `source`."""
+        description column is optional (absent = titles only); errors name `source`.
+
+        The usual missing-value markers ("NA", "null", "NaN", ... as pandas reads them) count
+        as missing: a description as absent, a title as no title (status "title is a
+        missing-value marker"). `frame`'s own values are left as they are."""
+        titles = frame[title_column]
+        marker = _is_marker(titles)
         description = frame.get(description_column) if description_column else None
-        result = self.predict(frame[title_column], description, top_k).to_frame(frame.index)
+        if description is not None:
+            description = description.where(~_is_marker(description))
+        predictions = self.predict(titles.where(~marker), description, top_k)
+        predictions.status[marker] = "title is a missing-value marker"
+        result = predictions.to_frame(frame.index)
         if clash := [c for c in result if c in frame]:
             raise DataError(f"{source}: has column(s) {', '.join(clash)}, which prediction "
                             "writes; rename them")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import transformers
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +46,8 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropTips())
     # Lightning 2.6 calls torch's deprecated `LeafSpec` API (fixed upstream, not ours to fix).
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)")
+    # transformers' bars for loading and saving weights (instant here) would interleave with ours
+    transformers.logging.disable_progress_bar()
 
 
 def train(cfg: DictConfig) -> float:

@@ -121,16 +121,16 @@ def test_an_interrupted_run_leaves_no_output(predict, tmp_path, monkeypatch):
     calls = []
     original = Predictor.predict
 
-    def fail_on_second_chunk(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def fail_on_second_chunk(self, titles, *args, **kwargs):
+        calls.append(len(titles))
+        if len(calls) == 3:  # the zero-row header frame, the first chunk, the second
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return original(self, titles, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "predict", fail_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         predict(f"input={source}", f"output={tmp_path / 'out.parquet'}", "chunk_rows=2")
-    assert len(calls) == 2
+    assert calls == [0, 2, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["in.parquet"]  # no output, no temp file
 
 
