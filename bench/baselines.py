@@ -105,8 +105,10 @@ def load_run(run_dir: Path, taxonomy, data_cfg) -> tuple[Encoder, object, torch.
 
 
 def table(rows: dict[str, dict[str, float]], names: list[str]) -> str:
-    """One row per method; one column per metric of `names` but precision and recall."""
-    columns = [n for n in names if not n.startswith(("precision", "recall"))]
+    """One row per method; one column per metric of `names` but precision and recall,
+    accuracies first."""
+    columns = sorted((n for n in names if not n.startswith(("precision", "recall"))),
+                     key=lambda n: not n.endswith("accuracy"))
     lines = ["| method | " + " | ".join(metric_label(c) for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     lines += [f"| {method} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |"

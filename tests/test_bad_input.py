@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.tables import write_table
 from helpers.tiny import ROOT
 
 from occlass import runs
@@ -47,16 +48,6 @@ def assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> s
 
 def temp_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name or ".shard" in p.name)
-
-
-def write(frame: pd.DataFrame, path: Path) -> Path:
-    if path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif path.suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    else:
-        frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture
@@ -192,7 +183,7 @@ def count_lines(path: Path) -> int:
 # 4. Output equal to input ---------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["same path", "symlink"])
 def test_output_equal_to_input_is_refused(common, tmp_path, how):
-    source = write(pd.DataFrame({"title": ["Nurse"]}), tmp_path / "in.csv")
+    source = write_table(pd.DataFrame({"title": ["Nurse"]}), tmp_path / "in.csv")
     before = source.read_bytes()
     output = "in.csv"
     if how == "symlink":
@@ -254,7 +245,7 @@ def test_bad_option_values(run_dir, tiny_onet, tmp_path, case, override, needle)
     elif case == "truncated weights":
         weights = run / runs.ENCODER_DIR / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:5000])
-    source = write(pd.DataFrame({"title": ["Nurse"], "description": ["x"]}), tmp_path / "in.csv")
+    source = write_table(pd.DataFrame({"title": ["Nurse"], "description": ["x"]}), tmp_path / "in.csv")
     done = predict(tmp_path, f"run={run}", f"data_dir={tiny_onet}", "input=in.csv",
                    "output=out.csv", *([override] if override else []))
     assert_one_line_error(done, needle)

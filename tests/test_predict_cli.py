@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.tables import write_table
 from helpers.tiny import ROOT
 from hydra import compose, initialize_config_dir
 
@@ -35,23 +36,13 @@ def predict(run_dir, tiny_onet):
     return run
 
 
-def write(frame: pd.DataFrame, path: Path) -> Path:
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif path.suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    else:
-        frame.to_parquet(path, index=False)
-    return path
-
-
 def read(path: Path) -> pd.DataFrame:
     return pd.concat(list(read_chunks(path)), ignore_index=True)
 
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
 def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
-    source = write(INPUT, tmp_path / f"in.{ext}")
+    source = write_table(INPUT, tmp_path / f"in.{ext}")
     assert count_rows(source) == len(INPUT)
     predict(f"input={source}", f"output={tmp_path / f'out.{ext}'}", "top_k=3", "chunk_rows=2")
     out = read(tmp_path / f"out.{ext}")
@@ -72,7 +63,7 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
 
 def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):
     frame = INPUT.rename(columns={"title": "job_title", "description": "job_text"})
-    predict(f"input={write(frame, tmp_path / 'in.csv')}", f"output={tmp_path / 'out.csv'}",
+    predict(f"input={write_table(frame, tmp_path / 'in.csv')}", f"output={tmp_path / 'out.csv'}",
             "columns.title=job_title", "columns.description=job_text")
     out = read(tmp_path / "out.csv")
     assert list(out.columns[:3]) == ["job_title", "job_text", "id"]
@@ -84,7 +75,7 @@ def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):
 
 
 def test_input_with_prediction_columns_is_refused(predict, tmp_path):
-    source = write(INPUT.assign(status="x"), tmp_path / "in.csv")
+    source = write_table(INPUT.assign(status="x"), tmp_path / "in.csv")
     with pytest.raises(DataError, match="has column.* status"):
         predict(f"input={source}", f"output={tmp_path / 'out.csv'}")
 
@@ -100,16 +91,16 @@ def test_input_with_prediction_columns_is_refused(predict, tmp_path):
 def test_bad_input_is_a_clear_error(predict, tmp_path, case, message):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     if case == "no title column":
-        write(INPUT.rename(columns={"title": "job"}), source)
+        write_table(INPUT.rename(columns={"title": "job"}), source)
     elif case == "unknown input type":
-        source = write(INPUT, tmp_path / "in.parquet").rename(tmp_path / "in.txt")
+        source = write_table(INPUT, tmp_path / "in.parquet").rename(tmp_path / "in.txt")
     elif case == "unknown output type":
-        write(INPUT, source)
+        write_table(INPUT, source)
         output = tmp_path / "out.xlsx"
     elif case == "not UTF-8":
         source.write_bytes(b"title\nNurse\nCaf\xe9 owner\n")
     elif case == "no output":
-        write(INPUT, source)
+        write_table(INPUT, source)
     overrides = [f"input={source}"] + ([] if case == "no output" else [f"output={output}"])
     with pytest.raises(OcclassError, match=message):
         predict(*overrides)
@@ -117,7 +108,7 @@ def test_bad_input_is_a_clear_error(predict, tmp_path, case, message):
 
 
 def test_an_interrupted_run_leaves_no_output(predict, tmp_path, monkeypatch):
-    source = write(INPUT, tmp_path / "in.parquet")
+    source = write_table(INPUT, tmp_path / "in.parquet")
     calls = []
     original = Predictor.predict
 
