@@ -131,10 +131,16 @@ def many_titles(path: Path, rows: int = 20_000) -> Path:
 
 
 def start(tmp_path: Path, common: list[str], *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "predict.py"), *common, "progress=false",
-                             "threads=1", "input=in.csv", "output=out.csv", "chunk_rows=50",
-                             *overrides], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """predict.py as from a terminal: SIGINT is Ctrl-C even when this test runs in the background
+    (where the shell hands SIGINT down ignored)."""
+    return subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, str(ROOT / "predict.py"),
+                             *common, "progress=false", "threads=1", "input=in.csv",
+                             "output=out.csv", "chunk_rows=50", *overrides], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 def wait_for_temp_file(tmp_path: Path, process: subprocess.Popen) -> None:
