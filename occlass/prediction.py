@@ -46,16 +46,19 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
     return status
 
 
+def _whole(value) -> bool:
+    """A whole number of at least 1 (Hydra hands over "abc" as text and 1.5 as a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_job(cfg: DictConfig) -> None:
     """Refuse bad options and inputs with one line each, before a model is loaded."""
     for key in ("top_k", "chunk_rows", "batch_size", "batch_tokens"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+        if not _whole(cfg[key]):
             raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1")
     for key in ("max_input_length", "max_category_length", "threads"):
-        value = cfg[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise OcclassError(f"{key}={value!r}: give a whole number of at least 1, or null")
+        if cfg[key] is not None and not _whole(cfg[key]):
+            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1, or null")
     if str(cfg.precision) not in PRECISIONS:
         raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
     title, description = cfg.columns.title, cfg.columns.description
