@@ -9,8 +9,12 @@ import sys
 from occlass.errors import OcclassError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same `with` blocks clean up."""
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt("terminated")
+    raise Terminated("terminated")
 
 
 def run_cli(job, *args):
@@ -22,4 +26,4 @@ def run_cli(job, *args):
         sys.exit(2)
     except KeyboardInterrupt as stop:
         print(f"error: {stop or 'interrupted'}; nothing was written", file=sys.stderr)
-        sys.exit(143 if str(stop) == "terminated" else 130)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
