@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
@@ -17,6 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, RandomSampler
 
 from occlass.category_cache import Categories
+from occlass.memory import Exemplars
 from occlass.encoder import load_tokenizer
 from occlass.errors import DataError
 from occlass.tabular_io import read_chunks
@@ -33,13 +35,17 @@ ONET_SOURCES = {
     "reported": ("Sample of Reported Titles.txt", "Reported Job Title"),
 }
 SOURCES = ("title", *ONET_SOURCES)
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "reported")
+REPORTED_ONLY = "02"  # Alternate Titles' Source(s) code of titles reported by workers
+HOLDOUTS = ("splits", "none")
 
 
 def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
                extra_files: str | os.PathLike | Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
-    """All (title, description, code, source) rows of the chosen sources; empty titles dropped.
-    `extra_files` is a list of labelled files, or one file."""
+    """All (title, description, code, source, reported_only) rows of the chosen sources; empty
+    titles dropped. `extra_files` is a list of labelled files, or one file. `reported_only`
+    marks the rows that only workers reported: reported titles, and alternate titles whose only
+    source is the reported titles."""
     if isinstance(extra_files, (str, os.PathLike)):  # data.extra_files=mine.csv, not [mine.csv]
         extra_files = [extra_files]
     unknown = set(sources) - set(SOURCES)
@@ -53,17 +59,21 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
     for source in [s for s in sources if s in ONET_SOURCES]:
         file, column = ONET_SOURCES[source]
         path = Path(data_dir) / file
-        frame = read_onet_table(path, [CODE_COLUMN, column])
+        origin = ["Source(s)"] if source == "alternate" else []
+        frame = read_onet_table(path, [CODE_COLUMN, column, *origin])
         check_codes(frame, path, known)
         frame = frame[frame[column] != ""]  # most alternate titles have no short title
+        reported = (frame["Source(s)"] == REPORTED_ONLY) if origin else source == "reported"
         frames.append(pd.DataFrame({"title": frame[column], "code": frame[CODE_COLUMN],
-                                    "source": source}))
+                                    "source": source, "reported_only": reported}))
     frames.extend(load_labelled_file(path, known) for path in extra_files)
     pairs = pd.concat(frames, ignore_index=True)
     if "description" not in pairs:
         pairs["description"] = ""
     pairs["description"] = pairs["description"].fillna("")
-    return pairs[["title", "description", "code", "source"]]
+    pairs["reported_only"] = pairs.get("reported_only", False)
+    pairs["reported_only"] = pairs["reported_only"].fillna(False).astype(bool)
+    return pairs[["title", "description", "code", "source", "reported_only"]]
 
 
 def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
@@ -84,7 +94,8 @@ def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
 def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     """One row per distinct input (normalised title + description) with every code it is given.
 
-    Columns: key (normalised title), text, codes (category indices), sources.
+    Columns: key (normalised title), title (as first written), text, codes (category
+    indices), sources, reported_only (every row of it only reported by workers).
     """
     index = taxonomy.index
     pairs = pairs.assign(key=pairs["title"].map(normalize_title),
@@ -92,20 +103,30 @@ def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
                          text=[input_text(t, d) for t, d in zip(pairs["title"], pairs["description"])])
     pairs = pairs[pairs["key"] != ""]
     grouped = pairs.groupby(["key", "description"], sort=True).agg(
+        title=("title", "first"),
         text=("text", "first"),
         codes=("label", lambda s: sorted(set(s))),
         sources=("source", lambda s: sorted(set(s))),
+        reported_only=("reported_only", "all"),
     )
-    return grouped.reset_index()[["key", "text", "codes", "sources"]]
+    grouped = grouped.reset_index()
+    grouped["reported_only"] &= grouped["sources"].map(lambda s: "reported" in s)
+    return grouped[["key", "title", "text", "codes", "sources", "reported_only"]]
 
 
 def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
-                  anchor_sources: Sequence[str] = ("title",)) -> pd.Series:
+                  anchor_sources: Sequence[str] = ("title",), holdout: str = "splits") -> pd.Series:
     """Split by normalised title, so no title is in two splits (a hash, so stable as data grows).
 
     A title that is also an occupation's own title (an `anchor_sources` title) stays in train:
-    it is part of the category text, so testing on it measures nothing.
+    it is part of the category text, so testing on it measures nothing. Titles only reported by
+    workers form the "reported" split, the closest stand-in for real inputs. With `holdout`
+    "none", every title trains (the final model, once settings are chosen).
     """
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"unknown holdout {holdout!r}; choose one of {HOLDOUTS}")
+    if holdout == "none":
+        return pd.Series("train", index=examples.index)
     def bucket(key: str) -> float:
         digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
@@ -114,6 +135,7 @@ def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: fl
     split = pd.Series("train", index=examples.index)
     split[share < val_fraction + test_fraction] = "val"
     split[share < test_fraction] = "test"
+    split[examples["reported_only"]] = "reported"
     anchored = examples["sources"].map(lambda s: bool(set(s) & set(anchor_sources)))
     split[examples["key"].isin(examples.loc[anchored, "key"])] = "train"
     return split
@@ -154,26 +176,55 @@ class EpochSampler(RandomSampler):
 
 
 class PairCollator:
-    """Pads titles; in training, also pads the texts of the batch's distinct categories (once each)."""
+    """Evaluation: pads the tokenised inputs. Training (given `category_ids`): tokenises the
+    inputs, each possibly made noisy by `noise`, and, with `partners` (the training titles of
+    each code), draws for each input another title of its code; pads the texts of the batch's
+    distinct categories (once each)."""
 
-    def __init__(self, tokenizer, category_ids: list[list[int]] | None = None):
+    def __init__(self, tokenizer, category_ids: list[list[int]] | None = None,
+                 max_length: int = 32, partners: list[list[str]] | None = None,
+                 noise: Callable[[str, random.Random], str] | None = None):
         self.tokenizer = tokenizer
         self.category_ids = category_ids
+        self.max_length = max_length
+        self.partners = partners
+        self.noise = noise
 
     def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
         return dict(self.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
 
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {
-            "title": self.pad([r["input_ids"] for r in rows]),
-            "codes": pad_sequence([torch.tensor(r["codes"]) for r in rows], batch_first=True,
-                                  padding_value=-1),
-        }
-        if self.category_ids is not None:
-            batch["label"] = torch.tensor([r["label"] for r in rows])
-            batch["category_index"] = torch.unique(batch["label"])
-            batch["category"] = self.pad([self.category_ids[i] for i in batch["category_index"]])
+        codes = pad_sequence([torch.tensor(r["codes"]) for r in rows], batch_first=True,
+                             padding_value=-1)
+        if self.category_ids is None:
+            return {"title": self.pad([r["input_ids"] for r in rows]), "codes": codes}
+        # Seeded by the batch itself (which the epoch's shuffle decides), so that a resumed run
+        # draws what an uninterrupted one does.
+        rng = random.Random("\0".join(r["text"] for r in rows))
+        noisy = self.noise or (lambda text, _: text)
+        batch = {"title": self.tokenize([noisy(r["text"], rng) for r in rows]), "codes": codes,
+                 "label": torch.tensor([r["label"] for r in rows])}
+        if self.partners is not None:
+            batch["partner"] = self.tokenize([noisy(self.partner(r, rng), rng) for r in rows])
+        batch["category_index"] = torch.unique(batch["label"])
+        batch["category"] = self.pad([self.category_ids[i] for i in batch["category_index"]])
         return batch
+
+    def partner(self, row: dict, rng: random.Random) -> str:
+        """Another training title of the row's code (the row's own if it is the only one)."""
+        pool = self.partners[row["label"]]
+        others = len(pool) - (row["text"] in pool)
+        if others <= 0:
+            return row["text"]
+        choice = pool[rng.randrange(len(pool))]
+        while choice == row["text"]:
+            choice = pool[rng.randrange(len(pool))]
+        return choice
 
 
 class TitlePairDataModule(L.LightningDataModule):
@@ -186,12 +237,15 @@ class TitlePairDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, tokenizer: str, sources: Sequence[str] = SOURCES,
                  extra_files: str | Sequence[str] = (), recipe: str = "title_description",
                  n_tasks: int = 3, val_fraction: float = 0.05, test_fraction: float = 0.1,
-                 split_seed: int = 0, batch_size: int = 128, eval_batch_size: int = 512,
-                 max_input_length: int = 32, max_category_length: int = 64,
+                 split_seed: int = 0, holdout: str = "splits", batch_size: int = 128,
+                 eval_batch_size: int = 512, max_input_length: int = 32,
+                 max_category_length: int = 64, title_pairs: bool = True,
+                 noise: Callable[[str, random.Random], str] | None = None,
                  num_workers: int = 0, limit_eval_examples: int | None = None,
                  shuffle_seed: int = 0):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["noise"])
+        self.noise = noise
         self._taxonomy: Taxonomy | None = None
         self._tokenizer = None
         self._categories: Categories | None = None
@@ -231,9 +285,18 @@ class TitlePairDataModule(L.LightningDataModule):
             self.pairs = load_pairs(hp.data_dir, self.taxonomy, hp.sources, hp.extra_files)
             examples = group_examples(self.pairs, self.taxonomy)
             examples["split"] = assign_splits(examples, hp.val_fraction, hp.test_fraction,
-                                              hp.split_seed)
+                                              hp.split_seed, holdout=hp.holdout)
             self.examples = examples
         return self.examples
+
+    def exemplars(self, splits: Sequence[str] = ("train",)) -> Exemplars:
+        """The titles of `splits` with their codes, tokenised: the exemplar memory. Evaluation
+        uses the training titles only; the exported run every title."""
+        examples = self.load_examples()
+        part = examples[examples["split"].isin(splits)].explode("codes")
+        ids = self.tokenizer(list(part["title"]), truncation=True,
+                             max_length=self.hparams.max_input_length)["input_ids"]
+        return Exemplars(list(part["title"]), [int(c) for c in part["codes"]], ids)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -242,10 +305,12 @@ class TitlePairDataModule(L.LightningDataModule):
         examples = self.load_examples()
         for split in SPLITS:
             part = examples[examples["split"] == split][["text", "codes"]]
-            if split == "train":
+            if split == "train":  # tokenised per batch, after the noise
                 part = part.assign(label=part["codes"]).explode("label")
                 part["label"] = part["label"].astype(int)
-            elif hp.limit_eval_examples:
+                self.datasets[split] = datasets.Dataset.from_pandas(part.reset_index(drop=True))
+                continue
+            if hp.limit_eval_examples:
                 part = part.sample(min(len(part), hp.limit_eval_examples), random_state=0)
             dataset = datasets.Dataset.from_pandas(part.reset_index(drop=True))
             self.datasets[split] = dataset.map(
@@ -254,12 +319,23 @@ class TitlePairDataModule(L.LightningDataModule):
                 batched=True, batch_size=2048, desc=f"tokenising {split}")
         log.info("splits:\n%s", summarize(self.pairs, examples))
 
+    def partners(self) -> list[list[str]]:
+        """The training titles of each code (the title-to-title pairs are drawn from them)."""
+        train = self.datasets["train"]
+        pools: list[list[str]] = [[] for _ in range(len(self.taxonomy))]
+        for text, label in zip(train["text"], train["label"]):
+            pools[label].append(text)
+        return pools
+
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]
         return DataLoader(train, batch_size=self.hparams.batch_size, drop_last=True,
                           sampler=EpochSampler(train, self.hparams.shuffle_seed),
                           num_workers=self.hparams.num_workers,
-                          collate_fn=PairCollator(self.tokenizer, self.categories.token_ids))
+                          collate_fn=PairCollator(
+                              self.tokenizer, self.categories.token_ids,
+                              self.hparams.max_input_length,
+                              self.partners() if self.hparams.title_pairs else None, self.noise))
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.hparams.eval_batch_size,

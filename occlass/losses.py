@@ -34,19 +34,27 @@ def first_copies(ids: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(queries: torch.Tensor, categories: torch.Tensor, target: torch.Tensor,
-                     valid: torch.Tensor, temperature: float = 0.05,
-                     symmetric: bool = True) -> torch.Tensor:
+                     valid: torch.Tensor, temperature: float = 0.05, symmetric: bool = True,
+                     extra: torch.Tensor | None = None,
+                     extra_valid: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE between B inputs and U category embeddings (both L2-normalised).
 
     target: (B,) column of each input's own category. valid: (B, U) bool, every category that is
     correct for the input (its target, a second code of the same title, or the same category
     appearing twice); those other than the target are masked instead of counted as negatives.
-    With `symmetric`, each input's category also has to pick its input among the batch's inputs,
-    masking the other inputs for which that category is correct.
+    `extra` (E, D) are further negatives without gradient (the rest of the category matrix),
+    masked where `extra_valid` (B, E). With `symmetric`, each input's category also has to pick
+    its input among the batch's inputs, masking the other inputs for which that category is
+    correct.
     """
     scores = queries @ categories.T / temperature
     own = F.one_hot(target, scores.shape[1]).bool()
-    loss = F.cross_entropy(scores.masked_fill(valid & ~own, float("-inf")), target)
+    forward_scores = scores.masked_fill(valid & ~own, float("-inf"))
+    if extra is not None:
+        more = (queries @ extra.T.to(queries.dtype) / temperature).masked_fill(extra_valid,
+                                                                               float("-inf"))
+        forward_scores = torch.cat([forward_scores, more], dim=1)
+    loss = F.cross_entropy(forward_scores, target)
     if not symmetric:
         return loss
     reverse = scores.T[target]  # (B, B): row i = category of input i against every input
@@ -57,21 +65,29 @@ def contrastive_loss(queries: torch.Tensor, categories: torch.Tensor, target: to
 
 
 class ContrastiveLoss(nn.Module):
-    """Gathers inputs and categories from every rank, then applies `contrastive_loss`.
+    """Gathers inputs and categories from every rank, then applies `contrastive_loss` to
+    (input, category) pairs and, given partner titles, to (input, another title of its code)
+    pairs, weighted by `title_weight` (synonym training: what makes exemplar lookup generalise).
 
     Every rank computes the same global loss; DDP's gradient averaging then yields the gradient
     of that loss, so the negatives span the global batch.
     """
 
-    def __init__(self, temperature: float = 0.05, symmetric: bool = True):
+    def __init__(self, temperature: float = 0.05, symmetric: bool = True,
+                 title_weight: float = 1.0):
         super().__init__()
         self.temperature = temperature
         self.symmetric = symmetric
+        self.title_weight = title_weight
 
     def forward(self, queries: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor,
-                categories: torch.Tensor, category_index: torch.Tensor) -> torch.Tensor:
+                categories: torch.Tensor, category_index: torch.Tensor,
+                partners: torch.Tensor | None = None,
+                bank: torch.Tensor | None = None) -> torch.Tensor:
         """queries (B, D) with labels (B,) and all valid codes (B, M; -1 = padding);
-        categories (U, D) with their category ids category_index (U,)."""
+        categories (U, D) with their category ids category_index (U,); partners (B, D): another
+        title of each input's label; bank (C, D): every category's embedding, without gradient
+        (the categories outside the batch become negatives too)."""
         queries, labels = gather_with_grad(queries), gather_with_grad(labels)
         codes = gather_with_grad(codes, pad_value=-1)
         categories = gather_with_grad(categories)
@@ -82,5 +98,20 @@ class ContrastiveLoss(nn.Module):
         categories, category_index = categories[keep], category_index[keep]
         valid = (codes.unsqueeze(-1) == category_index).any(dim=1)
         target = (labels.unsqueeze(1) == category_index).int().argmax(dim=1)
-        return contrastive_loss(queries, categories, target, valid, self.temperature,
-                                self.symmetric)
+        extra = extra_valid = None
+        if bank is not None:
+            outside = torch.ones(len(bank), dtype=torch.bool, device=bank.device)
+            outside[category_index] = False
+            extra = bank[outside]
+            extra_index = outside.nonzero().squeeze(1)
+            extra_valid = (codes.unsqueeze(-1) == extra_index).any(dim=1)
+        loss = contrastive_loss(queries, categories, target, valid, self.temperature,
+                                self.symmetric, extra, extra_valid)
+        if partners is None or not self.title_weight:
+            return loss
+        partners = gather_with_grad(partners)
+        same = (codes.unsqueeze(-1) == labels.view(1, 1, -1)).any(dim=1)  # (B, B)
+        title_loss = contrastive_loss(queries, partners,
+                                      torch.arange(len(labels), device=labels.device), same,
+                                      self.temperature, self.symmetric)
+        return loss + self.title_weight * title_loss

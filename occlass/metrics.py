@@ -50,6 +50,26 @@ class MultiCodeAccuracy(Metric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
+class GridAccuracy(Metric):
+    """Top-1 accuracy of each of several score matrices of the same inputs (one per candidate
+    setting, e.g. fusion weight): a vector, synchronised across processes."""
+
+    full_state_update = False
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.add_state("correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, scores: list[torch.Tensor], valid: torch.Tensor) -> None:
+        self.correct += torch.stack([valid.gather(1, s.argmax(dim=1, keepdim=True)).sum()
+                                     for s in scores])
+        self.total += valid.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)
+
+
 LEVEL_LABELS = {"major": "SOC major group", "minor": "SOC minor group",
                 "broad": "SOC broad group", "detailed": "SOC detailed occupation"}
 

@@ -11,22 +11,33 @@ import torch.distributed as dist
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from occlass.category_cache import Categories, CategoryCache
+from occlass.category_cache import Categories, CategoryCache, weights_fingerprint
 from occlass.encoder import Encoder
 from occlass.losses import ContrastiveLoss
-from occlass.metrics import OccupationMetrics
+from occlass.memory import FUSION_GRID, Exemplars, ExemplarMemory, fuse
+from occlass.metrics import GridAccuracy, OccupationMetrics, valid_mask
 from occlass.taxonomy import SOC_LEVELS, level_ids
 
 
 class OccupationClassifier(L.LightningModule):
     """Bi-encoder over inputs and occupations. `categories` (from the DataModule's
-    `categories`, or `Categories.from_taxonomy`) are the occupations it scores against."""
+    `categories`, or `Categories.from_taxonomy`) are the occupations it scores against;
+    `exemplars` (the DataModule's training titles) the memory fused with them in evaluation,
+    with the weight that validation chooses (`fusion_weight` until it has).
+
+    `hard_negatives_every`: every that many steps, the whole category matrix is re-encoded, and
+    each input is also contrasted with every category of it that is not in the batch (all 1,016
+    occupations, the confusable ones included); None = in-batch negatives only.
+    """
 
     def __init__(self, encoder: Encoder, categories: Categories, loss: nn.Module | None = None,
                  optimizer: Callable | None = None, warmup_ratio: float = 0.1,
-                 top_k: int = 5, category_batch_size: int = 256, epoch_seed: int = 0):
+                 top_k: int = 5, category_batch_size: int = 256, epoch_seed: int = 0,
+                 exemplars: Exemplars | None = None, fusion_weight: float = 0.5,
+                 hard_negatives_every: int | None = 50):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "categories", "loss", "optimizer"])
+        self.save_hyperparameters(ignore=["encoder", "categories", "loss", "optimizer",
+                                          "exemplars"])
         self.encoder = encoder
         # Mean pooling leaves the HF pooler (BERT, MPNet) without gradients: frozen, DDP does
         # not wait for them.
@@ -36,6 +47,13 @@ class OccupationClassifier(L.LightningModule):
         self.loss = loss or ContrastiveLoss()
         self.optimizer = optimizer or torch.optim.AdamW
         self.category_cache: CategoryCache | None = None
+        self.exemplars = exemplars
+        self.memory: ExemplarMemory | None = None
+        self.bank: torch.Tensor | None = None  # the category matrix the hard negatives come from
+        # The fusion weight chosen on validation: a buffer, so checkpoints keep it.
+        self.register_buffer("fusion_weight", torch.tensor(float(fusion_weight)))
+        self.grid_accuracy = GridAccuracy(len(FUSION_GRID))
+        self._val_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         levels = {level: level_ids(categories.codes, level) for level in SOC_LEVELS
                   if level != "onet"}
         self.metrics = nn.ModuleDict({
@@ -50,8 +68,13 @@ class OccupationClassifier(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         queries = self.encoder(**batch["title"])
         categories = self.encoder(**batch["category"])
+        partners = self.encoder(**batch["partner"]) if "partner" in batch else None
+        every = self.hparams.hard_negatives_every
+        if every and (self.bank is None or batch_idx % every == 0):
+            self.bank = self._encode_sharded(self.categories.token_ids, self.categories.pad_id)
         loss = self.loss(queries, batch["label"], batch["codes"], categories,
-                         batch["category_index"])
+                         batch["category_index"], partners=partners,
+                         bank=self.bank if every else None)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
         return loss
 
@@ -64,27 +87,40 @@ class OccupationClassifier(L.LightningModule):
 
     # -- category cache ---------------------------------------------------------------------
     def refresh_category_cache(self) -> CategoryCache:
-        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe.
-
-        Under DDP each rank encodes a slice of the categories and the slices are gathered, so the
-        work is not repeated and every rank holds the same matrix.
-        """
+        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe."""
         identity = self.categories.identity_with(self.encoder)
-        if self.category_cache is not None and self.category_cache.identity == identity:
-            return self.category_cache
-        ids = self.categories.token_ids
+        if self.category_cache is None or self.category_cache.identity != identity:
+            embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id)
+            self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)
+        return self.category_cache
+
+    def refresh_memory(self) -> ExemplarMemory | None:
+        """Re-encode the exemplars unless they were encoded with these very weights."""
+        if self.exemplars is None:
+            return None
+        identity = {"weights": weights_fingerprint(self.encoder)}
+        if self.memory is None or self.memory.identity != identity:
+            embeddings = self._encode_sharded(self.exemplars.token_ids, self.categories.pad_id)
+            labels = torch.tensor(self.exemplars.labels, device=embeddings.device)
+            self.memory = ExemplarMemory(embeddings, labels, self.exemplars.titles,
+                                         len(self.categories), identity)
+        return self.memory
+
+    @torch.no_grad()
+    def _encode_sharded(self, ids: list[list[int]], pad_id: int) -> torch.Tensor:
+        """Embeddings of `ids` (eval mode, the trainer's precision). Under DDP each rank encodes
+        a slice and the slices are gathered, so the work is not repeated and every rank holds
+        the same matrix."""
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         per_rank = -(-len(ids) // world)
         mine = ids[self.global_rank * per_rank:(self.global_rank + 1) * per_rank]
         with self._precision():
-            embeddings = self.encoder.encode_ids(mine, self.categories.pad_id,
-                                                 self.hparams.category_batch_size)
+            embeddings = self.encoder.encode_ids(mine, pad_id, self.hparams.category_batch_size)
         if world > 1:
             padded = torch.zeros(per_rank, embeddings.shape[1], device=embeddings.device)
             padded[:len(mine)] = embeddings
             embeddings = self.all_gather(padded).reshape(world * per_rank, -1)[:len(ids)]
-        self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)
-        return self.category_cache
+        return embeddings
 
     def _precision(self):
         """The trainer's precision context (autocast), or none outside a Trainer."""
@@ -93,22 +129,47 @@ class OccupationClassifier(L.LightningModule):
         except RuntimeError:  # not attached to a Trainer
             return nullcontext()
 
-    def score(self, title: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cosine similarity of each input to every category: (B, n_codes). The category cache
-        is built first if there is none (it is refreshed at each evaluation)."""
+    def similarities(self, title: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
+                                                                     torch.Tensor | None]:
+        """Cosine similarity of each input to every category, and its best exemplar similarity
+        per category (None without exemplars): both (B, n_codes). The caches are built first if
+        there are none (they are refreshed at each evaluation)."""
         if self.category_cache is None:
             self.refresh_category_cache()
-        return self.encoder(**title) @ self.category_cache.embeddings.T
+        if self.exemplars is not None and self.memory is None:
+            self.refresh_memory()
+        queries = self.encoder(**title).float()
+        category = queries @ self.category_cache.embeddings.T.float()
+        if self.memory is None:
+            return category, None
+        return category, self.memory.best(self.memory.similarities(queries))
+
+    def score(self, title: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fused scores of each input against every category: (B, n_codes)."""
+        category, exemplar = self.similarities(title)
+        return category if exemplar is None else fuse(category, exemplar,
+                                                      float(self.fusion_weight))
 
     # -- evaluation -------------------------------------------------------------------------
-    def on_validation_epoch_start(self) -> None:
+    def _refresh(self) -> None:
         self.refresh_category_cache()
+        self.refresh_memory()
+
+    def on_validation_epoch_start(self) -> None:
+        self._refresh()
+        self._val_scores = []
 
     def on_test_epoch_start(self) -> None:
-        self.refresh_category_cache()
+        self._refresh()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.metrics["val"].update(self.score(batch["title"]), batch["codes"])
+        category, exemplar = self.similarities(batch["title"])
+        if exemplar is None:
+            self.metrics["val"].update(category, batch["codes"])
+            return
+        valid = valid_mask(batch["codes"], len(self.categories))
+        self.grid_accuracy.update([fuse(category, exemplar, w) for w in FUSION_GRID], valid)
+        self._val_scores.append((category, exemplar, batch["codes"]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.metrics["test"].update(self.score(batch["title"]), batch["codes"])
@@ -119,6 +180,15 @@ class OccupationClassifier(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()})
 
     def on_validation_epoch_end(self) -> None:
+        if self._val_scores:  # choose the fusion weight, then measure with it
+            accuracy = self.grid_accuracy.compute()
+            self.grid_accuracy.reset()
+            self.fusion_weight.fill_(FUSION_GRID[int(accuracy.argmax())])
+            for category, exemplar, codes in self._val_scores:
+                self.metrics["val"].update(fuse(category, exemplar, float(self.fusion_weight)),
+                                           codes)
+            self._val_scores = []
+            self.log("val/fusion_weight", self.fusion_weight)
         self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:

@@ -2,6 +2,7 @@
 
     RUN_DIR/encoder/            exported encoder + tokenizer (save_pretrained)
     RUN_DIR/category_cache.pt   category-embedding matrix with its identity
+    RUN_DIR/exemplars.pt        exemplar memory: every title's embedding, code and text
     RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config
     RUN_DIR/metrics.json        before/after test metrics and the optimised validation metric
     RUN_DIR/report.md           before/after table
@@ -23,6 +24,7 @@ from occlass.errors import OcclassError
 
 ENCODER_DIR = "encoder"
 CACHE_FILE = "category_cache.pt"
+MEMORY_FILE = "exemplars.pt"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -62,6 +64,7 @@ class RunInfo:
     base_model: str
     n_tasks: int = 3
     config: dict = field(default_factory=dict)
+    fusion_weight: float | None = None  # exemplar weight chosen on validation; None = no memory
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
@@ -89,6 +92,9 @@ class RunInfo:
         wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)]
         wrong += [k for k in ("taxonomy_version", "taxonomy_fingerprint", "recipe", "base_model")
                   if not isinstance(getattr(info, k), str)]
+        if info.fusion_weight is not None and not (
+                isinstance(info.fusion_weight, (int, float)) and 0 <= info.fusion_weight <= 1):
+            wrong.append("fusion_weight")
         if wrong:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info

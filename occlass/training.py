@@ -15,7 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from occlass import runs
-from occlass.category_cache import build_category_cache
+from occlass.category_cache import build_category_cache, weights_fingerprint
+from occlass.data import SPLITS
+from occlass.memory import Exemplars, ExemplarMemory, build_memory
 from occlass.errors import OcclassError
 from occlass.metrics import report_table
 
@@ -63,7 +65,9 @@ def train(cfg: DictConfig) -> float:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories)
+    exemplars = datamodule.exemplars() if cfg.get("exemplar_memory", True) else None
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories,
+                                                   exemplars=exemplars)
     if optimized.removeprefix("val/") not in model.metrics["val"].names:
         raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
                            "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
@@ -75,8 +79,12 @@ def train(cfg: DictConfig) -> float:
              sum(p.numel() for p in model.parameters()) / 1e6,
              sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
 
+    datamodule.setup("fit")
+    has_val, has_test = (len(datamodule.datasets[s]) > 0 for s in ("val", "test"))
     before = None
-    if cfg.eval_before and not cfg.ckpt_path:
+    if cfg.eval_before and not cfg.ckpt_path and has_test:
+        if has_val:  # the untouched model's fusion weight, chosen on validation as after
+            trainer.validate(model, datamodule=datamodule, verbose=False)
         before = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
     checkpoint = trainer.checkpoint_callback
@@ -84,8 +92,11 @@ def train(cfg: DictConfig) -> float:
     if not best_path:  # fast_dev_run or no checkpoint callback: keep the result
         trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     best = objective(trainer, optimized)
-    after = trainer.test(model, datamodule=datamodule, verbose=False,
-                         ckpt_path="best" if best_path else None, weights_only=False)[0]
+    if best_path:  # the best weights (and the fusion weight chosen with them)
+        state = torch.load(best_path, map_location=model.device, weights_only=False)
+        model.load_state_dict(state["state_dict"])
+    after = (trainer.test(model, datamodule=datamodule, verbose=False)[0] if has_test
+             else None)
     if trainer.is_global_zero:
         export(out, model, datamodule, cfg, before, after, best)
     return best
@@ -111,32 +122,50 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
     return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
+def memory_of(encoder, exemplars: Exemplars, n_codes: int, pad_id: int) -> ExemplarMemory:
+    """The exported memory: fp32, eval mode, identified by the encoder's weights."""
+    return build_memory(encoder.float().cpu(), exemplars, n_codes, pad_id,
+                        {"weights": weights_fingerprint(encoder)})
+
+
 def _strip(metrics: dict | None, names: list[str]) -> dict | None:
     """`trainer.test`'s "test/NAME" values as NAME: value, in the metrics' own order."""
     return None if metrics is None else {name: metrics[f"test/{name}"] for name in names}
 
 
-def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None, after: dict,
-           best: float) -> None:
-    """Write the exported encoder, the category cache, metrics.json, run.json and report.md."""
+def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
+           after: dict | None, best: float) -> None:
+    """Write the exported encoder, the category cache, the exemplar memory (every title, of
+    every split), metrics.json, run.json and report.md."""
     names = model.metrics["test"].names
     before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
-    # Built as prediction builds it (fp32, eval mode), so a rebuilt cache gives the same answers.
+    # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
+    fusion_weight = None
+    if model.exemplars is not None:
+        log.info("encoding the exemplar memory (every title)")
+        memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
+                  datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
+        fusion_weight = float(model.fusion_weight)
     taxonomy, hp = datamodule.taxonomy, datamodule.hparams
     runs.RunInfo(
         taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint,
         n_codes=len(taxonomy), recipe=hp.recipe, n_tasks=hp.n_tasks,
         max_input_length=hp.max_input_length, max_category_length=hp.max_category_length,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
+        fusion_weight=fusion_weight,
     ).save(out)
     runs.write_json(out / runs.METRICS_FILE, {
         "before": before, "after": after,
         "objective": {"metric": cfg.optimized_metric, "value": best}})
     title = f"# occlass run: {model.encoder.name} on O*NET {taxonomy.version}"
-    runs.write_atomic(out / runs.REPORT_FILE,
-                      f"{title}\n\nTest split, {cfg.data.test_fraction:.0%} of titles.\n\n"
-                      f"{report_table(before, after)}\n")
-    log.info("run written to %s\n%s", out, report_table(before, after))
+    if after is None:
+        body = ("No test split: every title trained (`data.holdout=none`), so this run has no "
+                "held-out measurement; see the run with splits that chose its settings.")
+    else:
+        body = (f"Test split, {cfg.data.test_fraction:.0%} of titles; fusion weight "
+                f"{fusion_weight} (chosen on validation).\n\n{report_table(before, after)}")
+    runs.write_atomic(out / runs.REPORT_FILE, f"{title}\n\n{body}\n")
+    log.info("run written to %s\n%s", out, body)

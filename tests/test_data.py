@@ -1,5 +1,6 @@
 import logging
 
+import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
@@ -41,7 +42,7 @@ def test_multi_code_title_is_one_example_with_all_codes(tiny_onet):
 
 
 def check_splits(examples, split):
-    assert set(split) <= {"train", "val", "test"}
+    assert set(split) <= {"train", "val", "test", "reported"}
     per_key = examples.assign(split=split).groupby("key")["split"].nunique()
     assert (per_key == 1).all()  # no normalised title in two splits
 
@@ -63,6 +64,21 @@ def test_onet_splits_are_deterministic_and_never_leak():
     # an occupation's own title is part of its category text: it always trains
     anchored = examples["sources"].map(lambda s: "title" in s)
     assert (first[anchored] == "train").all()
+
+
+@pytest.mark.skipif(not ONET_DATA.is_dir(), reason="run `make data` first")
+def test_reported_holdout_holds_the_titles_only_workers_reported():
+    _, pairs, examples = make_examples(ONET_DATA)
+    split = assign_splits(examples, 0.05, 0.1, seed=0)
+    held = examples[split == "reported"]
+    assert 2_000 < len(held) < 5_000
+    rows = pairs[pairs["title"].map(normalize_title).isin(set(held["key"]))]
+    assert set(rows["source"]) == {"alternate", "reported"}  # never a title O*NET lists itself
+    alternate = pd.read_csv(ONET_DATA / "Alternate Titles.txt", sep="\t", dtype=str)
+    listed = set(alternate.loc[alternate["Source(s)"] != "02", "Alternate Title"]
+                 .map(normalize_title))
+    assert not listed & set(held["key"])
+    assert (assign_splits(examples, 0.05, 0.1, seed=0, holdout="none") == "train").all()
 
 
 def test_user_labelled_file(tiny_onet, tmp_path, caplog):

@@ -1,0 +1,98 @@
+"""The exemplar memory: embeddings of labelled titles (O*NET's own lists, the user's files and
+corrections) with their codes, and its fusion with category similarity.
+
+A code's score is `(1 - w) * category similarity + w * best exemplar similarity`; `w` = 0 is
+category similarity alone, `w` = 1 nearest-neighbour lookup. A code without exemplars keeps its
+category similarity.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from occlass.errors import OcclassError
+from occlass.runs import write_atomic
+
+FUSION_GRID = tuple(i / 10 for i in range(11))  # the weights validation chooses among
+
+
+@dataclass(frozen=True)
+class Exemplars:
+    """Labelled titles as the encoder sees them: texts, category indices and token ids."""
+
+    titles: list[str]
+    labels: list[int]
+    token_ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+
+@dataclass
+class ExemplarMemory:
+    """(N, dim) L2-normalised exemplar embeddings, the category index of each, and their titles."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    titles: list[str]
+    n_codes: int
+    identity: dict[str, str]
+
+    def to(self, device: torch.device | str) -> ExemplarMemory:
+        return ExemplarMemory(self.embeddings.to(device), self.labels.to(device), self.titles,
+                              self.n_codes, self.identity)
+
+    def similarities(self, queries: torch.Tensor) -> torch.Tensor:
+        """(B, N) cosine similarity of each query to every exemplar."""
+        return queries @ self.embeddings.T.to(queries.dtype)
+
+    def best(self, similarities: torch.Tensor) -> torch.Tensor:
+        """(B, n_codes) best exemplar similarity per code; -inf where a code has none."""
+        best = torch.full((similarities.shape[0], self.n_codes), float("-inf"),
+                          device=similarities.device, dtype=similarities.dtype)
+        index = self.labels.to(similarities.device).expand(similarities.shape[0], -1)
+        return best.scatter_reduce(1, index, similarities, "amax")
+
+    def evidence(self, similarities: torch.Tensor, codes: torch.Tensor) -> tuple[list[str],
+                                                                                  torch.Tensor]:
+        """For each row, the exemplar of category `codes[row]` most similar to the row's query:
+        its title ("" where the code has none) and similarity (NaN there)."""
+        own = self.labels.to(similarities.device).unsqueeze(0) == codes.unsqueeze(1)
+        masked = similarities.masked_fill(~own, float("-inf"))
+        value, index = masked.max(dim=1)
+        titles = [self.titles[i] if torch.isfinite(v) else "" for i, v in
+                  zip(index.tolist(), value)]
+        return titles, torch.where(torch.isfinite(value), value, torch.nan)
+
+    def save(self, path: str | Path) -> None:
+        state = {"embeddings": self.embeddings.cpu(), "labels": self.labels.cpu(),
+                 "titles": self.titles, "n_codes": self.n_codes, "identity": self.identity}
+        write_atomic(path, lambda f: torch.save(state, f))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExemplarMemory:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(state["embeddings"], state["labels"], state["titles"], state["n_codes"],
+                       state["identity"])
+        except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            raise OcclassError(f"{path}: not a readable exemplar memory ({err})") from None
+
+
+def fuse(category: torch.Tensor, exemplar: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - weight) * category + weight * exemplar similarity; codes without exemplars (-inf)
+    keep their category similarity."""
+    exemplar = torch.where(torch.isinf(exemplar), category, exemplar)
+    return (1 - weight) * category + weight * exemplar
+
+
+def build_memory(encoder, exemplars: Exemplars, n_codes: int, pad_id: int,
+                 identity: dict[str, str], batch_size: int = 256) -> ExemplarMemory:
+    """Encode the exemplars (eval mode) into a memory."""
+    embeddings = encoder.encode_ids(exemplars.token_ids, pad_id, batch_size)
+    labels = torch.tensor(exemplars.labels, dtype=torch.long, device=embeddings.device)
+    return ExemplarMemory(embeddings, labels, list(exemplars.titles), n_codes, identity)
