@@ -1,10 +1,9 @@
-"""Title→code examples from O*NET (and user files), grouped splits, and the pair DataModule."""
+"""The pair DataModule: training batches (input, category, partner title) and evaluation
+batches (input, valid codes) from the labelled titles of `occlass.examples`."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -18,141 +17,14 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, RandomSampler
 
 from occlass.category_cache import Categories
-from occlass.memory import Exemplars
 from occlass.encoder import load_tokenizer
 from occlass.errors import DataError
-from occlass.tabular_io import read_chunks
-from occlass.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
-from occlass.text import input_text, normalize_title
+from occlass.examples import SOURCES, SPLITS, assign_splits, group_examples, load_pairs, summarize
+from occlass.memory import Exemplars
+from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-# source name → (file, title column); the occupation titles come from the taxonomy itself.
-ONET_SOURCES = {
-    "alternate": ("Alternate Titles.txt", "Alternate Title"),
-    "short": ("Alternate Titles.txt", "Short Title"),
-    "reported": ("Sample of Reported Titles.txt", "Reported Job Title"),
-}
-SOURCES = ("title", *ONET_SOURCES)
-SPLITS = ("train", "val", "test", "reported")
-REPORTED_ONLY = "02"  # Alternate Titles' Source(s) code of titles reported by workers
-HOLDOUTS = ("splits", "none")
-
-
-def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
-               extra_files: str | os.PathLike | Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
-    """All (title, description, code, source, reported_only) rows of the chosen sources; empty
-    titles dropped. `extra_files` is a list of labelled files, or one file. `reported_only`
-    marks the rows that only workers reported: reported titles, and alternate titles whose only
-    source is the reported titles."""
-    if isinstance(extra_files, (str, os.PathLike)):  # data.extra_files=mine.csv, not [mine.csv]
-        extra_files = [extra_files]
-    unknown = set(sources) - set(SOURCES)
-    if unknown:
-        raise ValueError(f"unknown title source(s) {sorted(unknown)}; choose from {SOURCES}")
-    frames = []
-    if "title" in sources:
-        frames.append(pd.DataFrame({"title": taxonomy.titles, "code": taxonomy.codes,
-                                    "source": "title"}))
-    known = set(taxonomy.codes)
-    for source in [s for s in sources if s in ONET_SOURCES]:
-        file, column = ONET_SOURCES[source]
-        path = Path(data_dir) / file
-        origin = ["Source(s)"] if source == "alternate" else []
-        frame = read_onet_table(path, [CODE_COLUMN, column, *origin])
-        check_codes(frame, path, known)
-        frame = frame[frame[column] != ""]  # most alternate titles have no short title
-        reported = (frame["Source(s)"] == REPORTED_ONLY) if origin else source == "reported"
-        frames.append(pd.DataFrame({"title": frame[column], "code": frame[CODE_COLUMN],
-                                    "source": source, "reported_only": reported}))
-    frames.extend(load_labelled_file(path, known) for path in extra_files)
-    pairs = pd.concat(frames, ignore_index=True)
-    if "description" not in pairs:
-        pairs["description"] = ""
-    pairs["description"] = pairs["description"].fillna("")
-    pairs["reported_only"] = pairs.get("reported_only", False)
-    pairs["reported_only"] = pairs["reported_only"].fillna(False).astype(bool)
-    return pairs[["title", "description", "code", "source", "reported_only"]]
-
-
-def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
-    """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`."""
-    chunks = read_chunks(path, required=("title", "code"), dtype_str=True, line_column="line")
-    frame = pd.concat(list(chunks), ignore_index=True)
-    frame["code"] = frame["code"].fillna("").str.strip()
-    check_codes(frame, path, known, column="code")
-    title = frame["title"].fillna("").str.strip()
-    if (title == "").any():
-        log.warning("%s: dropped %d row(s) with an empty title", path, int((title == "").sum()))
-    description = frame.get("description", pd.Series("", index=frame.index)).fillna("")
-    keep = title != ""
-    return pd.DataFrame({"title": title[keep], "description": description[keep].str.strip(),
-                         "code": frame["code"][keep], "source": Path(path).stem})
-
-
-def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
-    """One row per distinct input (normalised title + description) with every code it is given.
-
-    Columns: key (normalised title), title (as first written), text, codes (category
-    indices), sources, reported_only (every row of it only reported by workers).
-    """
-    index = taxonomy.index
-    pairs = pairs.assign(key=pairs["title"].map(normalize_title),
-                         label=pairs["code"].map(index),
-                         text=[input_text(t, d) for t, d in zip(pairs["title"], pairs["description"])])
-    pairs = pairs[pairs["key"] != ""]
-    grouped = pairs.groupby(["key", "description"], sort=True).agg(
-        title=("title", "first"),
-        text=("text", "first"),
-        codes=("label", lambda s: sorted(set(s))),
-        sources=("source", lambda s: sorted(set(s))),
-        reported_only=("reported_only", "all"),
-    )
-    grouped = grouped.reset_index()
-    grouped["reported_only"] &= grouped["sources"].map(lambda s: "reported" in s)
-    return grouped[["key", "title", "text", "codes", "sources", "reported_only"]]
-
-
-def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
-                  anchor_sources: Sequence[str] = ("title",), holdout: str = "splits") -> pd.Series:
-    """Split by normalised title, so no title is in two splits (a hash, so stable as data grows).
-
-    A title that is also an occupation's own title (an `anchor_sources` title) stays in train:
-    it is part of the category text, so testing on it measures nothing. Titles only reported by
-    workers form the "reported" split, the closest stand-in for real inputs. With `holdout`
-    "none", every title trains (the final model, once settings are chosen).
-    """
-    if holdout not in HOLDOUTS:
-        raise ValueError(f"unknown holdout {holdout!r}; choose one of {HOLDOUTS}")
-    if holdout == "none":
-        return pd.Series("train", index=examples.index)
-    def bucket(key: str) -> float:
-        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    share = examples["key"].map(bucket)
-    split = pd.Series("train", index=examples.index)
-    split[share < val_fraction + test_fraction] = "val"
-    split[share < test_fraction] = "test"
-    split[examples["reported_only"]] = "reported"
-    anchored = examples["sources"].map(lambda s: bool(set(s) & set(anchor_sources)))
-    split[examples["key"].isin(examples.loc[anchored, "key"])] = "train"
-    return split
-
-
-def summarize(pairs: pd.DataFrame, examples: pd.DataFrame) -> str:
-    """Markdown tables: pairs per source, and examples/pairs/codes per split."""
-    lines = ["| source | pairs |", "|---|---:|"]
-    lines += [f"| {s} | {n:,} |" for s, n in pairs["source"].value_counts(sort=False).items()]
-    lines += [f"| **all** | {len(pairs):,} |", "", "| split | titles | pairs | codes covered |",
-              "|---|---:|---:|---:|"]
-    for split in SPLITS:
-        part = examples[examples["split"] == split]
-        codes = part["codes"].explode()
-        lines.append(f"| {split} | {len(part):,} | {len(codes):,} | {codes.nunique():,} |")
-    return "\n".join(lines)
-
 
 class EpochSampler(RandomSampler):
     """Shuffles like Lightning's DDP `DistributedSampler` (permutation seeded by seed + epoch).
@@ -204,7 +76,7 @@ class PairCollator:
         if self.category_ids is None:
             return {"title": self.pad([r["input_ids"] for r in rows]), "codes": codes}
         # Seeded by the batch itself (which the epoch's shuffle decides), so that a resumed run
-        # draws what an uninterrupted one does.
+        # draws what an uninterrupted one does. (Under DDP, by each rank's share of it.)
         rng = random.Random("\0".join(r["text"] for r in rows))
         noisy = self.noise or (lambda text, _: text)
         batch = {"title": self.tokenize([noisy(r["text"], rng) for r in rows]), "codes": codes,

@@ -14,7 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 from occlass.category_cache import Categories, CategoryCache, weights_fingerprint
 from occlass.encoder import Encoder
 from occlass.losses import ContrastiveLoss
-from occlass.memory import FUSION_GRID, Exemplars, ExemplarMemory, fuse
+from occlass.memory import FUSION_GRID, ExemplarMemory, Exemplars, fuse
 from occlass.metrics import GridAccuracy, OccupationMetrics, valid_mask
 from occlass.taxonomy import SOC_LEVELS, level_ids
 

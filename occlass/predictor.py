@@ -4,6 +4,7 @@ encoder (or the packaged zero-shot model) against its category cache. No Lightni
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from occlass.category_cache import Categories, CategoryCache, build_category_cache
+from occlass.category_cache import (
+    Categories,
+    CategoryCache,
+    build_category_cache,
+    weights_fingerprint,
+)
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import DataError, OcclassError
-from occlass.runs import CACHE_FILE, ENCODER_DIR, RunInfo
+from occlass.examples import load_pairs
+from occlass.memory import ExemplarMemory, Exemplars, build_memory, fuse
+from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RunInfo
 from occlass.tabular_io import is_missing_marker
 from occlass.taxonomy import Taxonomy
-from occlass.text import input_text
+
+log = logging.getLogger(__name__)
 
 # Zero-shot defaults, as in conf/data/onet.yaml.
 RECIPE = "title_description"
@@ -26,6 +35,9 @@ N_TASKS = 3
 MAX_INPUT_LENGTH = 32
 MAX_CATEGORY_LENGTH = 64
 PRECISIONS = ("32", "bf16")
+MAX_DESCRIPTION_LENGTH = 256
+DESCRIPTION_WEIGHT = 0.5   # until a run records the one chosen on validation
+ZERO_SHOT_FUSION = 0.5
 
 
 @dataclass
@@ -55,6 +67,40 @@ def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
     return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
 
 
+def onet_exemplars(data_dir: str | Path, taxonomy: Taxonomy, tokenizer,
+                   max_length: int) -> Exemplars:
+    """O*NET's own titles (occupation, alternate, short, reported) with their codes."""
+    pairs = load_pairs(data_dir, taxonomy).drop_duplicates(["title", "code"])
+    ids = tokenizer(list(pairs["title"]), truncation=True, max_length=max_length)["input_ids"]
+    return Exemplars(list(pairs["title"]), [taxonomy.index[c] for c in pairs["code"]], ids)
+
+
+def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, max_length: int,
+                exemplars: Exemplars | None = None) -> ExemplarMemory:
+    """The exemplar memory at `path` if it was built with `encoder`'s weights (and, given
+    `exemplars`, from them); else encoded again from `exemplars` or the stale memory's titles
+    (and saved to `path`, when given and writable)."""
+    identity = {"weights": weights_fingerprint(encoder)}
+    memory = ExemplarMemory.load(path) if path is not None and Path(path).is_file() else None
+    if memory is not None and exemplars is not None and memory.titles != exemplars.titles:
+        memory = None
+    if memory is not None and memory.identity == identity and memory.n_codes == n_codes:
+        return memory
+    if exemplars is None:
+        if memory is None:
+            raise OcclassError(f"{path}: exemplar memory not found; the run is incomplete")
+        ids = tokenizer(memory.titles, truncation=True, max_length=max_length)["input_ids"]
+        exemplars = Exemplars(memory.titles, memory.labels.tolist(), ids)
+    log.info("encoding the exemplar memory (%d titles)", len(exemplars))
+    memory = build_memory(encoder, exemplars, n_codes, tokenizer.pad_token_id, identity)
+    if path is not None:
+        try:
+            memory.save(path)
+        except OSError as err:
+            log.warning("cannot save the exemplar memory (%s); keeping it in memory", err)
+    return memory
+
+
 def _is_marker(values: pd.Series) -> np.ndarray:
     """Where a value is a missing-value marker such as "NA" or "null" (not "" or a real null)."""
     blank = values.astype("string").str.strip().eq("")
@@ -67,15 +113,22 @@ def _text(values: Sequence) -> np.ndarray:
 
 
 class Predictor:
-    """Cosine similarity of encoded inputs to a cached category matrix, top-k per input.
+    """Scores every occupation for each input, top-k per input.
 
+    A title's score for a code is its cosine similarity to the code's category text, fused with
+    its best similarity to the code's exemplars (`memory`, weight `fusion_weight`; see
+    `occlass.memory`). A description is encoded on its own, and its category similarity, times
+    `description_weight`, is added (late fusion): a title-only row scores as it would without.
     `titles` are the occupation titles of the cache's codes, in the same order. A forward pass
     takes at most `batch_size` inputs and `batch_tokens` tokens (padding included).
     """
 
     def __init__(self, encoder: Encoder, tokenizer, cache: CategoryCache, titles: Sequence[str],
                  max_input_length: int, batch_size: int = 256, batch_tokens: int = 2048,
-                 precision: str = "32", device: str = "cpu", memo_size: int = 100_000):
+                 precision: str = "32", device: str = "cpu", memo_size: int = 100_000,
+                 memory: ExemplarMemory | None = None, fusion_weight: float = 0.5,
+                 description_weight: float = DESCRIPTION_WEIGHT,
+                 max_description_length: int = MAX_DESCRIPTION_LENGTH):
         if str(precision) not in PRECISIONS:
             raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.device = torch.device(device)
@@ -89,6 +142,10 @@ class Predictor:
         self.batch_tokens = batch_tokens
         self.bf16 = str(precision) == "bf16"
         self.memo_size = memo_size
+        self.memory = None if memory is None else memory.to(self.device)
+        self.fusion_weight = fusion_weight
+        self.description_weight = description_weight
+        self.max_description_length = max_description_length
         self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
 
     @classmethod
@@ -117,8 +174,16 @@ class Predictor:
         # The run's own cache; one for an overridden length is built in memory only.
         path = run_dir / CACHE_FILE if length == info.max_category_length else None
         cache = build_category_cache(encoder, categories, path)
+        memory = None
+        if info.fusion_weight is not None:
+            memory = load_memory(run_dir / MEMORY_FILE, encoder, tokenizer, len(taxonomy),
+                                 info.max_input_length)
+        weights = {"fusion_weight": info.fusion_weight or 0.0}
+        if info.description_weight is not None:
+            weights["description_weight"] = info.description_weight
         return cls(encoder, tokenizer, cache, taxonomy.titles,
-                   max_input_length or info.max_input_length, device=device, **options)
+                   max_input_length or info.max_input_length, device=device, memory=memory,
+                   **weights, **options)
 
     @classmethod
     def from_config(cls, cfg: Mapping, device: str | None = None) -> Predictor:
@@ -144,8 +209,12 @@ class Predictor:
         categories = Categories.from_taxonomy(taxonomy, tokenizer, RECIPE, N_TASKS,
                                               max_category_length or MAX_CATEGORY_LENGTH)
         cache = build_category_cache(encoder, categories, cache_path)
+        exemplars = onet_exemplars(data_dir, taxonomy, tokenizer, MAX_INPUT_LENGTH)
+        memory = load_memory(Path(cache_path).with_name(MEMORY_FILE) if cache_path else None,
+                             encoder, tokenizer, len(taxonomy), MAX_INPUT_LENGTH, exemplars)
         return cls(encoder, tokenizer, cache, taxonomy.titles,
-                   max_input_length or MAX_INPUT_LENGTH, device=device, **options)
+                   max_input_length or MAX_INPUT_LENGTH, device=device, memory=memory,
+                   fusion_weight=ZERO_SHOT_FUSION, **options)
 
     def predict(self, titles: Sequence, descriptions: Sequence | None = None,
                 top_k: int = 5) -> Predictions:
@@ -158,27 +227,50 @@ class Predictor:
             raise OcclassError(f"top_k must be at least 1, not {top_k}")
         k = min(top_k, len(self.codes))
         titles = _text(titles)
-        descriptions = _text(descriptions) if descriptions is not None else [""] * len(titles)
+        descriptions = (_text(descriptions) if descriptions is not None
+                        else np.full(len(titles), "", dtype=object))
         if len(descriptions) != len(titles):
             raise ValueError(f"{len(titles)} titles but {len(descriptions)} descriptions")
         ok = titles != ""
         codes = np.full((len(titles), k), None, dtype=object)
         names = codes.copy()
         scores = np.full((len(titles), k), np.nan, dtype=np.float32)
-        if ok.any():
-            texts = [input_text(t, d) for t, d, keep in zip(titles, descriptions, ok) if keep]
-            rows, unique = pd.factorize(pd.Series(texts, dtype=object))
-            ids = self.tokenizer(list(unique), truncation=True,
-                                 max_length=self.max_input_length)["input_ids"]
-            index, score = self._rank(ids, k)
-            codes[ok], names[ok] = self.codes[index[rows]], self.titles[index[rows]]
-            scores[ok] = score[rows]
+        described = ok & (descriptions != "")
+        for rows, rank in ((ok & ~described, self._rank_titles),
+                           (described, self._rank_described)):
+            if rows.any():
+                index, score = rank(titles[rows], descriptions[rows], k)
+                codes[rows], names[rows] = self.codes[index], self.titles[index]
+                scores[rows] = score
         return Predictions(codes, names, scores,
                            np.where(ok, "ok", "empty title").astype(object))
 
+    def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
+        """Each text's row among the distinct texts, and their token ids."""
+        rows, unique = pd.factorize(pd.Series(texts, dtype=object))
+        ids = self.tokenizer(list(unique), truncation=True, max_length=max_length)["input_ids"]
+        return rows, ids
+
+    def _encode(self, ids: list[list[int]]) -> torch.Tensor:
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            return self.encoder.encode_ids(ids, self.pad_id, len(ids))
+
+    def title_scores(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, n_codes): category similarity fused with the best exemplar similarity."""
+        category = embeddings @ self.embeddings.T
+        if self.memory is None:
+            return category
+        return fuse(category, self.memory.best(self.memory.similarities(embeddings)),
+                    self.fusion_weight)
+
+    def _rank_titles(self, titles: np.ndarray, _, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, ids = self._ids(titles, self.max_input_length)
+        index, score = self._rank(ids, k)
+        return index[rows], score[rows]
+
     @torch.inference_mode()
     def _rank(self, ids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k category indices and scores per tokenised input. Each distinct token sequence
+        """Top-k category indices and scores per tokenised title. Each distinct token sequence
         is encoded once, also across calls (up to `memo_size` remembered inputs)."""
         memo = self._memo.setdefault(k, {})
         if len(memo) > self.memo_size:
@@ -187,14 +279,43 @@ class Predictor:
         new = sorted({key: i for i, key in enumerate(keys) if key not in memo}.values(),
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
         for batch in self._batches(new, ids):
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                embeddings = self.encoder.encode_ids([ids[i] for i in batch], self.pad_id,
-                                                     len(batch))
-            scores, index = (embeddings @ self.embeddings.T).topk(k, dim=1)
+            scores, index = self.title_scores(self._encode([ids[i] for i in batch])).topk(k,
+                                                                                          dim=1)
             memo.update(zip([keys[i] for i in batch],
                             zip(index.cpu().numpy(), scores.cpu().numpy())))
         index, scores = zip(*(memo[key] for key in keys))
         return np.stack(index), np.stack(scores)
+
+    @torch.inference_mode()
+    def similarities(self, texts: Sequence[str], max_length: int, memory: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, n_codes) category similarities of the texts and, with a memory, their best
+        exemplar similarity per code (on CPU)."""
+        rows, ids = self._ids(texts, max_length)
+        use_memory = memory and self.memory is not None
+        category = torch.empty(len(ids), len(self.codes))
+        exemplar = torch.empty(len(ids), len(self.codes)) if use_memory else None
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for batch in self._batches(order, ids):
+            embeddings = self._encode([ids[i] for i in batch]).float()
+            category[batch] = (embeddings @ self.embeddings.T).cpu()
+            if use_memory:
+                exemplar[batch] = self.memory.best(self.memory.similarities(embeddings)).cpu()
+        rows = torch.as_tensor(rows)
+        return category[rows], None if exemplar is None else exemplar[rows]
+
+    def score_parts(self, titles: Sequence[str], descriptions: Sequence[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, n_codes) fused title scores and description category similarities (on CPU)."""
+        category, exemplar = self.similarities(titles, self.max_input_length)
+        title = category if exemplar is None else fuse(category, exemplar, self.fusion_weight)
+        return title, self.similarities(descriptions, self.max_description_length, False)[0]
+
+    def _rank_described(self, titles: np.ndarray, descriptions: np.ndarray,
+                        k: int) -> tuple[np.ndarray, np.ndarray]:
+        title, description = self.score_parts(titles, descriptions)
+        scores, index = (title + self.description_weight * description).topk(k, dim=1)
+        return index.numpy(), scores.numpy()
 
     def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
         """Consecutive runs of `order` (shortest input first) that fit one forward pass."""

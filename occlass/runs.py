@@ -65,6 +65,7 @@ class RunInfo:
     n_tasks: int = 3
     config: dict = field(default_factory=dict)
     fusion_weight: float | None = None  # exemplar weight chosen on validation; None = no memory
+    description_weight: float | None = None  # weight of a description's category similarity
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
@@ -92,9 +93,9 @@ class RunInfo:
         wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)]
         wrong += [k for k in ("taxonomy_version", "taxonomy_fingerprint", "recipe", "base_model")
                   if not isinstance(getattr(info, k), str)]
-        if info.fusion_weight is not None and not (
-                isinstance(info.fusion_weight, (int, float)) and 0 <= info.fusion_weight <= 1):
-            wrong.append("fusion_weight")
+        wrong += [k for k in ("fusion_weight", "description_weight")
+                  if getattr(info, k) is not None and not (
+                      isinstance(getattr(info, k), (int, float)) and 0 <= getattr(info, k) <= 1)]
         if wrong:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info

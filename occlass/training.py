@@ -8,20 +8,25 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import transformers
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from occlass import runs
 from occlass.category_cache import build_category_cache, weights_fingerprint
-from occlass.data import SPLITS
-from occlass.memory import Exemplars, ExemplarMemory, build_memory
 from occlass.errors import OcclassError
+from occlass.examples import SPLITS
+from occlass.memory import ExemplarMemory, Exemplars, build_memory
 from occlass.metrics import report_table
+from occlass.postings import pseudo_postings
+from occlass.predictor import Predictor
+from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
+DESCRIPTION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class DropTips(logging.Filter):
@@ -71,9 +76,10 @@ def train(cfg: DictConfig) -> float:
     if optimized.removeprefix("val/") not in model.metrics["val"].names:
         raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
                            "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
-    callbacks = [*instantiate(cfg.get("callbacks") or {}).values(),
-                 *log_file_progress_bar(cfg.trainer)]
     loggers = list(instantiate(cfg.get("logger") or {}).values())
+    callbacks = [c for c in instantiate(cfg.get("callbacks") or {}).values()
+                 if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
+    callbacks += log_file_progress_bar(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out, logger=loggers)
     log.info("model %s: %.1fM parameters (%.1fM trainable)", model.encoder.name,
              sum(p.numel() for p in model.parameters()) / 1e6,
@@ -122,9 +128,37 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
     return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
+def choose_description_weight(model, datamodule, limit: int = 2000) -> float | None:
+    """The weight of a description's category similarity (late fusion) that gives the best
+    top-1 on pseudo job ads of validation titles (task statements that training never uses, in
+    ad boilerplate: `occlass.postings`), scored against the training titles' memory."""
+    val = datamodule.examples[datamodule.examples["split"] == "val"].head(limit)
+    if val.empty or model.memory is None:
+        return None
+    taxonomy = Taxonomy.load(datamodule.hparams.data_dir, with_tasks=True)
+    ads = pseudo_postings(list(val["title"]), [taxonomy.codes[c[0]] for c in val["codes"]],
+                          taxonomy.tasks, seed=0, category_n_tasks=datamodule.hparams.n_tasks)
+    keep = [i for i, ad in enumerate(ads) if ad]
+    if not keep:
+        return None
+    predictor = Predictor(model.encoder, datamodule.tokenizer, model.category_cache,
+                          taxonomy.titles, datamodule.hparams.max_input_length,
+                          device=model.device, memory=model.memory,
+                          fusion_weight=float(model.fusion_weight))
+    title, description = predictor.score_parts([val["title"].iloc[i] for i in keep],
+                                               [ads[i] for i in keep])
+    codes = [val["codes"].iloc[i] for i in keep]
+    hits = [sum(int((title[i] + w * description[i]).argmax()) in c for i, c in enumerate(codes))
+            for w in DESCRIPTION_GRID]
+    weight = DESCRIPTION_GRID[int(np.argmax(hits))]
+    log.info("description weight %s (top-1 on %d validation pseudo-ads: %s)", weight, len(keep),
+             ", ".join(f"{w}: {h / len(keep):.3f}" for w, h in zip(DESCRIPTION_GRID, hits)))
+    return weight
+
+
 def memory_of(encoder, exemplars: Exemplars, n_codes: int, pad_id: int) -> ExemplarMemory:
     """The exported memory: fp32, eval mode, identified by the encoder's weights."""
-    return build_memory(encoder.float().cpu(), exemplars, n_codes, pad_id,
+    return build_memory(encoder.float(), exemplars, n_codes, pad_id,
                         {"weights": weights_fingerprint(encoder)})
 
 
@@ -143,19 +177,20 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
     # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
-    fusion_weight = None
+    fusion_weight = description_weight = None
     if model.exemplars is not None:
+        description_weight = choose_description_weight(model, datamodule)
         log.info("encoding the exemplar memory (every title)")
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
-        fusion_weight = float(model.fusion_weight)
+        fusion_weight = round(float(model.fusion_weight), 6)
     taxonomy, hp = datamodule.taxonomy, datamodule.hparams
     runs.RunInfo(
         taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint,
         n_codes=len(taxonomy), recipe=hp.recipe, n_tasks=hp.n_tasks,
         max_input_length=hp.max_input_length, max_category_length=hp.max_category_length,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
-        fusion_weight=fusion_weight,
+        fusion_weight=fusion_weight, description_weight=description_weight,
     ).save(out)
     runs.write_json(out / runs.METRICS_FILE, {
         "before": before, "after": after,

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
-from occlass.data import TitlePairDataModule, assign_splits, group_examples, load_pairs
+from occlass.data import TitlePairDataModule
 from occlass.errors import DataError
+from occlass.examples import assign_splits, group_examples, load_pairs
 from occlass.taxonomy import Taxonomy
 from occlass.text import normalize_title
 

@@ -10,6 +10,7 @@ from occlass import runs
 from occlass.category_cache import CategoryCache, build_category_cache
 from occlass.encoder import Encoder
 from occlass.errors import OcclassError
+from occlass.memory import FUSION_GRID, ExemplarMemory
 from occlass.metrics import metric_label
 from occlass.training import train
 
@@ -40,6 +41,33 @@ def test_fast_dev_run_writes_every_artifact(train_cfg, top_k):
     cache = CategoryCache.load(out / runs.CACHE_FILE)
     assert cache.embeddings.shape == (info.n_codes, 32)
     assert cache.identity["taxonomy"] == info.taxonomy_fingerprint
+
+
+def test_evaluation_memory_holds_training_titles_only_and_the_exported_one_every_title(train_cfg):
+    cfg = train_cfg("trainer.fast_dev_run=true")
+    train(cfg)
+    datamodule = instantiate(cfg.data)
+    examples = datamodule.load_examples()
+    assert set(examples["split"]) == {"train", "val", "test", "reported"}
+    held_out = set(examples.loc[examples["split"] != "train", "title"])
+    evaluation = datamodule.exemplars()
+    assert not held_out & set(evaluation.titles)
+    assert set(evaluation.titles) == set(examples.loc[examples["split"] == "train", "title"])
+    exported = ExemplarMemory.load(Path(cfg.paths.output_dir) / runs.MEMORY_FILE)
+    assert set(exported.titles) == set(examples["title"])  # held-out titles included
+    pairs = {(t, int(c)) for t, cs in zip(examples["title"], examples["codes"]) for c in cs}
+    assert set(zip(exported.titles, exported.labels.tolist())) == pairs
+    info = runs.RunInfo.load(cfg.paths.output_dir)
+    assert info.fusion_weight in FUSION_GRID
+
+
+def test_holdout_none_trains_on_every_title_and_says_there_is_no_test_split(train_cfg):
+    cfg = train_cfg("trainer.fast_dev_run=true", "data.holdout=none")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert "No test split" in (out / runs.REPORT_FILE).read_text()
+    assert json.loads((out / runs.METRICS_FILE).read_text())["after"] is None
+    assert runs.RunInfo.load(out).fusion_weight == 0.5  # the configured one: no validation
 
 
 @pytest.mark.parametrize("metric, message", [("test/accuracy", "choose a validation metric"),
