@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/ablation.py [--out DIR] [train.py overrides for every run ...]
 
-Each variant is `make train`'s config (`conf/train.yaml`) with one change more than the one
-before it, so each row credits one change at equal settings. Meant for a GPU
+Each variant is `make train`'s config (`conf/train.yaml`) with the training switches set as its
+name says (one change against the row before it), so each row credits one change at equal
+settings. Meant for a GPU
 (`trainer=gpu`): on 2 CPU cores each run takes `make train`'s time.
 """
 
@@ -17,13 +18,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = "data.noise={_target_:occlass.augment.TitleNoise,probability:0.5}"
-VARIANTS = {  # name → overrides, each adding one change
-    "in-batch category pairs only": ["data.title_pairs=false", "model.hard_negatives_every=null"],
-    "+ title-to-title pairs": ["data.title_pairs=true", "model.hard_negatives_every=null"],
-    "+ hard negatives (full category matrix)": ["data.title_pairs=true"],
-    "+ title noise": ["data.title_pairs=true", NOISE],
-    "+ category texts ≤ 128 tokens": ["data.title_pairs=true", NOISE,
-                                      "data.max_category_length=128"],
+OFF = ["data.title_pairs=false", "data.noise=null", "model.hard_negatives_every=null",
+       "data.max_category_length=64"]
+VARIANTS = {  # name → overrides (each spells out every switch, whatever the defaults)
+    "in-batch category pairs only": OFF,
+    "+ title-to-title pairs": [*OFF, "data.title_pairs=true"],
+    "+ hard negatives (full category matrix)": [*OFF, "data.title_pairs=true",
+                                                "model.hard_negatives_every=50"],
+    "title pairs + title noise (no hard negatives)": [*OFF, "data.title_pairs=true", NOISE],
+    "+ category texts ≤ 48 tokens (make train's config)": [*OFF, "data.title_pairs=true", NOISE,
+                                                           "data.max_category_length=48"],
 }
 
 
@@ -47,8 +51,8 @@ def main() -> None:
     names = list(done)
     subprocess.run([sys.executable, "bench/accuracy.py", "--run", str(done[names[-1]]),
                     "--section", "accuracy_ablation", "--note",
-                    f"Ablation: runs trained by `bench/ablation.py {' '.join(overrides)}`; "
-                    f"'this run' is `{names[-1]}`.",
+                    (f"Ablation: runs trained by `bench/ablation.py {' '.join(overrides)}`; "
+                     f"'this run' is `{names[-1]}`."),
                     "--ablation", *(f"{n}={done[n]}" for n in names)], cwd=ROOT, check=True)
 
 

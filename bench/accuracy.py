@@ -31,7 +31,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from occlass import runs
 from occlass.category_cache import Categories, build_category_cache, weights_fingerprint
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
-from occlass.examples import assign_splits, group_examples, load_pairs
+from occlass.examples import split_examples
 from occlass.memory import Exemplars, build_memory, fuse
 from occlass.postings import pseudo_postings
 from occlass.predictor import Predictor
@@ -42,11 +42,7 @@ SETS = ("test", "reported", "noisy", "postings")
 
 def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int = 1):
     """The training titles (with codes) and each evaluation set: (titles, descriptions, codes)."""
-    data = info.config["data"]
-    pairs = load_pairs(data_dir, taxonomy, data["sources"], data.get("extra_files") or [])
-    examples = group_examples(pairs, taxonomy)
-    examples["split"] = assign_splits(examples, data["val_fraction"], data["test_fraction"],
-                                      data["split_seed"], holdout=data.get("holdout", "splits"))
+    examples = split_examples(info.config["data"], data_dir, taxonomy)
     part = {s: examples[examples["split"] == s] for s in ("train", "val", "test", "reported")}
     test = part["test"]
     codes = [taxonomy.codes[c[0]] for c in test["codes"]]

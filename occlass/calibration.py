@@ -14,21 +14,57 @@ LOG_T_BOUNDS = (-5.0, 5.0)
 
 @dataclass
 class Calibrator:
-    """A fitted temperature and review threshold."""
+    """A fitted temperature, top-label (Platt) slope and intercept, and review threshold.
+
+    The temperature makes a distribution over every code; its top probability p then goes
+    through sigmoid(slope · logit(p) + intercept), fitted to whether the top-1 was right: with
+    several valid or near-identical codes the top probability alone understates it.
+    """
 
     temperature: float
     review_below: float  # confidence threshold; rows below it need review
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def top_probability(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(scores.float() / self.temperature, dim=1).max(dim=1).values
 
     def confidence(self, scores: torch.Tensor) -> torch.Tensor:
         """(N, C) fused scores → (N,) probability that the top-1 prediction is right."""
-        return torch.softmax(scores.float() / self.temperature, dim=1).max(dim=1).values
+        return platt(self.top_probability(scores), self.slope, self.intercept)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
-        return cls(temperature=float(d["temperature"]), review_below=float(d["review_below"]))
+        return cls(temperature=float(d["temperature"]), review_below=float(d["review_below"]),
+                   slope=float(d.get("slope", 1.0)), intercept=float(d.get("intercept", 0.0)))
+
+
+def platt(probability: torch.Tensor, slope, intercept) -> torch.Tensor:
+    """sigmoid(slope · logit(p) + intercept); slope 1 and intercept 0 give p back."""
+    logit = torch.logit(probability.double().clamp(1e-6, 1 - 1e-6))
+    return torch.sigmoid(slope * logit + intercept).to(probability.dtype)
+
+
+def fit_platt(probability: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
+    """Slope and intercept minimising the binary cross-entropy of `correct` (LBFGS)."""
+    logit = torch.logit(probability.detach().double().clamp(1e-6, 1 - 1e-6))
+    target = correct.double()
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([params], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            params[0] * logit + params[1], target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    slope, intercept = params.detach().tolist()
+    return slope, intercept
 
 
 def nll(scores: torch.Tensor, valid: torch.Tensor,
@@ -98,10 +134,13 @@ def review_threshold(confidence: np.ndarray, correct: np.ndarray, target: float 
 
 
 def fit_calibrator(scores: torch.Tensor, valid: torch.Tensor, target: float = 0.9) -> Calibrator:
-    """Fit the temperature, then the review threshold for `target` accuracy, on one (validation)
-    set of fused scores and valid-code masks."""
+    """Fit the temperature, the top-label slope and intercept, then the review threshold for
+    `target` accuracy, on one (validation) set of fused scores and valid-code masks."""
     temperature = fit_temperature(scores, valid)
-    confidence = Calibrator(temperature, 0.0).confidence(scores)
     correct = valid.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
-    threshold = review_threshold(confidence.cpu().numpy(), correct.cpu().numpy(), target)
-    return Calibrator(temperature, threshold)
+    slope, intercept = fit_platt(Calibrator(temperature, 0.0).top_probability(scores), correct)
+    calibrator = Calibrator(temperature, 0.0, slope, intercept)
+    confidence = calibrator.confidence(scores)
+    calibrator.review_below = review_threshold(confidence.cpu().numpy(), correct.cpu().numpy(),
+                                               target)
+    return calibrator

@@ -141,3 +141,13 @@ def summarize(pairs: pd.DataFrame, examples: pd.DataFrame) -> str:
         codes = part["codes"].explode()
         lines.append(f"| {split} | {len(part):,} | {len(codes):,} | {codes.nunique():,} |")
     return "\n".join(lines)
+
+
+def split_examples(data: dict, data_dir: str | Path, taxonomy: Taxonomy) -> pd.DataFrame:
+    """The grouped examples with their split, as a run's data config (`RunInfo.config["data"]`)
+    made them."""
+    pairs = load_pairs(data_dir, taxonomy, data["sources"], data.get("extra_files") or [])
+    examples = group_examples(pairs, taxonomy)
+    examples["split"] = assign_splits(examples, data["val_fraction"], data["test_fraction"],
+                                      data["split_seed"], holdout=data.get("holdout", "splits"))
+    return examples

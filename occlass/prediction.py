@@ -61,6 +61,12 @@ def check_job(cfg: DictConfig) -> None:
             raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1, or null")
     if str(cfg.precision) not in PRECISIONS:
         raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    review = cfg.get("review_below")
+    if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
+                               or not 0 <= review <= 1):
+        raise OcclassError(f"review_below={review!r}: give a confidence between 0 and 1, or null")
+    if cfg.get("corrections"):
+        next(read_chunks(cfg.corrections, 1, required=["title", "code"]))  # readable, headed
     title, description = cfg.columns.title, cfg.columns.description
     if not isinstance(title, str) or not title:
         raise OcclassError(f"columns.title={title!r}: name the input's title column")
@@ -107,3 +113,8 @@ def predict_job(cfg: DictConfig) -> None:
     print(pd.DataFrame({"rank": range(1, result.codes.shape[1] + 1), "code": result.codes[0],
                         "title": result.titles[0], "score": result.scores[0].round(4)})
           .to_string(index=False))
+    if result.confidence is not None:
+        print(f"confidence {result.confidence[0]:.2f} that {result.codes[0][0]} is right"
+              f"{' (needs review)' if result.needs_review[0] else ''}")
+    if result.evidence is not None and result.evidence[0]:
+        print(f"evidence: {result.evidence[0]}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from occlass.calibration import Calibrator
 from occlass.category_cache import (
     Categories,
     CategoryCache,
@@ -21,7 +22,7 @@ from occlass.category_cache import (
 )
 from occlass.encoder import PACKAGED, Encoder, load_tokenizer
 from occlass.errors import DataError, OcclassError
-from occlass.examples import load_pairs
+from occlass.examples import load_labelled_file, load_pairs
 from occlass.memory import ExemplarMemory, Exemplars, build_memory, fuse
 from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RunInfo
 from occlass.tabular_io import is_missing_marker
@@ -38,6 +39,26 @@ PRECISIONS = ("32", "bf16")
 MAX_DESCRIPTION_LENGTH = 256
 DESCRIPTION_WEIGHT = 0.5   # until a run records the one chosen on validation
 ZERO_SHOT_FUSION = 0.5
+CORRECTION_THRESHOLD = 0.85  # a correction decides a title at least this similar to it
+
+
+@dataclass
+class Ranked:
+    """Top-k category indices and scores per input, the top-1's confidence and evidence."""
+
+    index: np.ndarray
+    scores: np.ndarray
+    confidence: np.ndarray
+    evidence: np.ndarray
+
+    def take(self, rows) -> Ranked:
+        return Ranked(self.index[rows], self.scores[rows], self.confidence[rows],
+                      self.evidence[rows])
+
+    @staticmethod
+    def concat(parts: list[Ranked]) -> Ranked:
+        return Ranked(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("index", "scores", "confidence", "evidence")))
 
 
 @dataclass
@@ -46,15 +67,24 @@ class Predictions:
 
     codes: np.ndarray   # (N, k) O*NET-SOC codes
     titles: np.ndarray  # (N, k) occupation titles
-    scores: np.ndarray  # (N, k) cosine similarities
+    scores: np.ndarray  # (N, k) fused scores
     status: np.ndarray  # (N,) "ok", or why the row has no prediction
+    confidence: np.ndarray | None = None    # (N,) calibrated probability that code 1 is right
+    needs_review: np.ndarray | None = None  # (N,) confidence below the review threshold
+    evidence: np.ndarray | None = None      # (N,) "exemplar title (similarity)" for code 1
 
     def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
-        """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, status."""
+        """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, then confidence and
+        needs_review (with a calibrated run), pred_evidence_1 (with evidence on), status."""
         columns = {}
         for name, values in (("code", self.codes), ("title", self.titles),
                              ("score", self.scores.astype(np.float64).round(6))):
             columns.update({f"pred_{name}_{j + 1}": values[:, j] for j in range(values.shape[1])})
+        if self.confidence is not None:
+            columns["confidence"] = self.confidence.astype(np.float64).round(4)
+            columns["needs_review"] = self.needs_review
+        if self.evidence is not None:
+            columns["pred_evidence_1"] = self.evidence
         return pd.DataFrame({**columns, "status": self.status}, index=index)
 
 
@@ -128,7 +158,10 @@ class Predictor:
                  precision: str = "32", device: str = "cpu", memo_size: int = 100_000,
                  memory: ExemplarMemory | None = None, fusion_weight: float = 0.5,
                  description_weight: float = DESCRIPTION_WEIGHT,
-                 max_description_length: int = MAX_DESCRIPTION_LENGTH):
+                 max_description_length: int = MAX_DESCRIPTION_LENGTH,
+                 calibrator: Calibrator | None = None, evidence: bool = True,
+                 corrections: ExemplarMemory | None = None,
+                 correction_threshold: float = CORRECTION_THRESHOLD):
         if str(precision) not in PRECISIONS:
             raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.device = torch.device(device)
@@ -146,12 +179,17 @@ class Predictor:
         self.fusion_weight = fusion_weight
         self.description_weight = description_weight
         self.max_description_length = max_description_length
+        self.calibrator = calibrator
+        self.evidence = evidence and self.memory is not None
+        self.corrections = None if corrections is None else corrections.to(self.device)
+        self.correction_threshold = correction_threshold
         self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
 
     @classmethod
     def from_run(cls, run_dir: str | Path, data_dir: str | Path,
                  max_input_length: int | None = None, max_category_length: int | None = None,
-                 device: str = "cpu", **options) -> Predictor:
+                 device: str = "cpu", review_below: float | None = None,
+                 **options) -> Predictor:
         """Load a training run's encoder and category cache (rebuilt if stale) for the taxonomy
         in `data_dir`, which must be the one the run was trained on."""
         run_dir = Path(run_dir)
@@ -181,6 +219,11 @@ class Predictor:
         weights = {"fusion_weight": info.fusion_weight or 0.0}
         if info.description_weight is not None:
             weights["description_weight"] = info.description_weight
+        if info.calibration is not None:
+            calibrator = Calibrator.from_dict(info.calibration)
+            if review_below is not None:
+                calibrator.review_below = review_below
+            weights["calibrator"] = calibrator
         return cls(encoder, tokenizer, cache, taxonomy.titles,
                    max_input_length or info.max_input_length, device=device, memory=memory,
                    **weights, **options)
@@ -192,10 +235,33 @@ class Predictor:
         options = {"max_input_length": cfg["max_input_length"],
                    "max_category_length": cfg["max_category_length"],
                    "device": device or cfg["device"], "batch_size": cfg["batch_size"],
-                   "batch_tokens": cfg["batch_tokens"], "precision": str(cfg["precision"])}
+                   "batch_tokens": cfg["batch_tokens"], "precision": str(cfg["precision"]),
+                   "evidence": cfg.get("evidence", True)}
         if cfg["run"] is None:
-            return cls.zero_shot(cfg["data_dir"], cache_path=cfg["zero_shot_cache"], **options)
-        return cls.from_run(cfg["run"], cfg["data_dir"], **options)
+            predictor = cls.zero_shot(cfg["data_dir"], cache_path=cfg["zero_shot_cache"],
+                                      **options)
+        else:
+            predictor = cls.from_run(cfg["run"], cfg["data_dir"],
+                                     review_below=cfg.get("review_below"), **options)
+        if cfg.get("corrections"):
+            predictor.add_corrections(cfg["corrections"])
+        return predictor
+
+    def add_corrections(self, path: str | Path) -> None:
+        """Reviewed titles (a CSV/JSONL/Parquet of title, code) that decide the answer for the
+        titles nearly equal to them, for this predictor only (no retraining); the same file
+        serves as `data.extra_files` for the next training run. An unknown or malformed code is
+        a DataError naming its line: nothing is used from a half-read file."""
+        index = {code: i for i, code in enumerate(self.codes)}
+        frame = load_labelled_file(path, set(index))
+        ids = self.tokenizer(list(frame["title"]), truncation=True,
+                             max_length=self.max_input_length)["input_ids"]
+        exemplars = Exemplars(list(frame["title"]), [index[c] for c in frame["code"]], ids)
+        with torch.inference_mode():
+            self.corrections = build_memory(self.encoder, exemplars, len(self.codes),
+                                            self.pad_id, {}).to(self.device)
+        self.evidence = self.evidence or self.memory is not None
+        self._memo.clear()
 
     @classmethod
     def zero_shot(cls, data_dir: str | Path, model: str = PACKAGED,
@@ -235,15 +301,23 @@ class Predictor:
         codes = np.full((len(titles), k), None, dtype=object)
         names = codes.copy()
         scores = np.full((len(titles), k), np.nan, dtype=np.float32)
+        confidence = np.full(len(titles), np.nan, dtype=np.float32)
+        evidence = np.full(len(titles), None, dtype=object)
         described = ok & (descriptions != "")
         for rows, rank in ((ok & ~described, self._rank_titles),
                            (described, self._rank_described)):
             if rows.any():
-                index, score = rank(titles[rows], descriptions[rows], k)
-                codes[rows], names[rows] = self.codes[index], self.titles[index]
-                scores[rows] = score
-        return Predictions(codes, names, scores,
-                           np.where(ok, "ok", "empty title").astype(object))
+                ranked = rank(titles[rows], descriptions[rows], k)
+                codes[rows], names[rows] = self.codes[ranked.index], self.titles[ranked.index]
+                scores[rows], confidence[rows], evidence[rows] = (ranked.scores,
+                                                                  ranked.confidence,
+                                                                  ranked.evidence)
+        review = None
+        if self.calibrator is not None:
+            review = np.where(ok, confidence < self.calibrator.review_below, None)
+        return Predictions(codes, names, scores, np.where(ok, "ok", "empty title").astype(object),
+                           confidence if self.calibrator is not None else None, review,
+                           evidence if self.evidence else None)
 
     def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
         """Each text's row among the distinct texts, and their token ids."""
@@ -255,23 +329,52 @@ class Predictor:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             return self.encoder.encode_ids(ids, self.pad_id, len(ids))
 
-    def title_scores(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, n_codes): category similarity fused with the best exemplar similarity."""
-        category = embeddings @ self.embeddings.T
-        if self.memory is None:
-            return category
-        return fuse(category, self.memory.best(self.memory.similarities(embeddings)),
-                    self.fusion_weight)
+    def title_scores(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, n_codes): category similarity fused with the best exemplar similarity (and
+        raised above every cosine for a code whose correction the title nearly matches); and the
+        (B, n_exemplars) exemplar similarities, for the evidence."""
+        scores = embeddings @ self.embeddings.T
+        similarities = None
+        if self.memory is not None:
+            similarities = self.memory.similarities(embeddings)
+            scores = fuse(scores, self.memory.best(similarities), self.fusion_weight)
+        if self.corrections is not None:
+            best = self.corrections.best(self.corrections.similarities(embeddings))
+            scores = torch.where(best >= self.correction_threshold, 1 + best, scores)
+        return scores, similarities
 
-    def _rank_titles(self, titles: np.ndarray, _, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _ranked(self, scores: torch.Tensor, similarities: torch.Tensor | None,
+                embeddings: torch.Tensor, k: int) -> Ranked:
+        """Top-k of (B, n_codes) scores, with the top-1's confidence and evidence."""
+        top, index = scores.topk(k, dim=1)
+        confidence = (self.calibrator.confidence(scores) if self.calibrator is not None
+                      else torch.full((len(scores),), float("nan")))
+        evidence = np.full(len(scores), None, dtype=object)
+        if self.evidence:
+            evidence[:] = self._evidence(similarities, embeddings, index[:, 0])
+        return Ranked(index.cpu().numpy(), top.float().cpu().numpy(),
+                      confidence.float().cpu().numpy(), evidence)
+
+    def _evidence(self, similarities: torch.Tensor, embeddings: torch.Tensor,
+                  codes: torch.Tensor) -> list[str]:
+        """"Title (0.91)": the exemplar (a correction first) that most supports each code."""
+        titles, values = self.memory.evidence(similarities, codes)
+        if self.corrections is not None:
+            fixed, fixed_values = self.corrections.evidence(
+                self.corrections.similarities(embeddings), codes)
+            use = (fixed_values >= self.correction_threshold).tolist()
+            titles = [f if u else t for t, f, u in zip(titles, fixed, use)]
+            values = torch.where(torch.tensor(use, device=values.device), fixed_values, values)
+        return [f"{t} ({v:.2f})" if t else "" for t, v in zip(titles, values.tolist())]
+
+    def _rank_titles(self, titles: np.ndarray, _, k: int) -> Ranked:
         rows, ids = self._ids(titles, self.max_input_length)
-        index, score = self._rank(ids, k)
-        return index[rows], score[rows]
+        return self._rank(ids, k).take(rows)
 
     @torch.inference_mode()
-    def _rank(self, ids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k category indices and scores per tokenised title. Each distinct token sequence
-        is encoded once, also across calls (up to `memo_size` remembered inputs)."""
+    def _rank(self, ids: list[list[int]], k: int) -> Ranked:
+        """Top-k per tokenised title. Each distinct token sequence is encoded once, also across
+        calls (up to `memo_size` remembered inputs)."""
         memo = self._memo.setdefault(k, {})
         if len(memo) > self.memo_size:
             memo.clear()
@@ -279,12 +382,10 @@ class Predictor:
         new = sorted({key: i for i, key in enumerate(keys) if key not in memo}.values(),
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
         for batch in self._batches(new, ids):
-            scores, index = self.title_scores(self._encode([ids[i] for i in batch])).topk(k,
-                                                                                          dim=1)
-            memo.update(zip([keys[i] for i in batch],
-                            zip(index.cpu().numpy(), scores.cpu().numpy())))
-        index, scores = zip(*(memo[key] for key in keys))
-        return np.stack(index), np.stack(scores)
+            embeddings = self._encode([ids[i] for i in batch])
+            ranked = self._ranked(*self.title_scores(embeddings), embeddings, k)
+            memo.update((keys[i], ranked.take([j])) for j, i in enumerate(batch))
+        return Ranked.concat([memo[key] for key in keys])
 
     @torch.inference_mode()
     def similarities(self, texts: Sequence[str], max_length: int, memory: bool = True
@@ -311,11 +412,25 @@ class Predictor:
         title = category if exemplar is None else fuse(category, exemplar, self.fusion_weight)
         return title, self.similarities(descriptions, self.max_description_length, False)[0]
 
-    def _rank_described(self, titles: np.ndarray, descriptions: np.ndarray,
-                        k: int) -> tuple[np.ndarray, np.ndarray]:
-        title, description = self.score_parts(titles, descriptions)
-        scores, index = (title + self.description_weight * description).topk(k, dim=1)
-        return index.numpy(), scores.numpy()
+    @torch.inference_mode()
+    def _rank_described(self, titles: np.ndarray, descriptions: np.ndarray, k: int) -> Ranked:
+        """Late fusion: the title's scores + description_weight × the description's category
+        similarity."""
+        parts = []
+        rows, ids = self._ids(descriptions, self.max_description_length)
+        described = torch.empty(len(ids), len(self.codes), device=self.device)
+        for batch in self._batches(sorted(range(len(ids)), key=lambda i: len(ids[i])), ids):
+            described[batch] = self._encode([ids[i] for i in batch]).float() @ self.embeddings.T
+        described = described[torch.as_tensor(rows, device=self.device)]
+        title_ids = self.tokenizer(list(titles), truncation=True,
+                                   max_length=self.max_input_length)["input_ids"]
+        for start in range(0, len(titles), self.batch_size):
+            batch = list(range(start, min(start + self.batch_size, len(titles))))
+            embeddings = self._encode([title_ids[i] for i in batch])
+            scores, similarities = self.title_scores(embeddings)
+            scores = scores + self.description_weight * described[batch]
+            parts.append(self._ranked(scores, similarities, embeddings, k))
+        return Ranked.concat(parts)
 
     def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
         """Consecutive runs of `order` (shortest input first) that fit one forward pass."""

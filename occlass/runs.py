@@ -3,6 +3,8 @@
     RUN_DIR/encoder/            exported encoder + tokenizer (save_pretrained)
     RUN_DIR/category_cache.pt   category-embedding matrix with its identity
     RUN_DIR/exemplars.pt        exemplar memory: every title's embedding, code and text
+    RUN_DIR/test_predictions.parquet  the test titles' top-5 and confidence (training memory)
+    RUN_DIR/error_analysis.md   error analysis of them, with its PNG plots (occlass.report)
     RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config
     RUN_DIR/metrics.json        before/after test metrics and the optimised validation metric
     RUN_DIR/report.md           before/after table
@@ -25,6 +27,7 @@ from occlass.errors import OcclassError
 ENCODER_DIR = "encoder"
 CACHE_FILE = "category_cache.pt"
 MEMORY_FILE = "exemplars.pt"
+PREDICTIONS_FILE = "test_predictions.parquet"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -66,6 +69,7 @@ class RunInfo:
     config: dict = field(default_factory=dict)
     fusion_weight: float | None = None  # exemplar weight chosen on validation; None = no memory
     description_weight: float | None = None  # weight of a description's category similarity
+    calibration: dict | None = None  # occlass.calibration.Calibrator fitted on validation
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
@@ -96,6 +100,11 @@ class RunInfo:
         wrong += [k for k in ("fusion_weight", "description_weight")
                   if getattr(info, k) is not None and not (
                       isinstance(getattr(info, k), (int, float)) and 0 <= getattr(info, k) <= 1)]
+        if info.calibration is not None and not (
+                isinstance(info.calibration, dict)
+                and all(isinstance(info.calibration.get(k), (int, float))
+                        for k in ("temperature", "review_below"))):
+            wrong.append("calibration")
         if wrong:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info

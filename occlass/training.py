@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 import transformers
 from hydra.utils import instantiate
@@ -16,17 +15,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from omegaconf import DictConfig, OmegaConf
 
 from occlass import runs
+from occlass.analysis import analyse
 from occlass.category_cache import build_category_cache, weights_fingerprint
+from occlass.error_report import REPORT_FILE as ERROR_REPORT
 from occlass.errors import OcclassError
 from occlass.examples import SPLITS
 from occlass.memory import ExemplarMemory, Exemplars, build_memory
 from occlass.metrics import report_table
-from occlass.postings import pseudo_postings
+from occlass.model_card import write_model_card, write_sentence_transformers_config
 from occlass.predictor import Predictor
-from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
-DESCRIPTION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class DropTips(logging.Filter):
@@ -128,32 +127,12 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
     return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
-def choose_description_weight(model, datamodule, limit: int = 2000) -> float | None:
-    """The weight of a description's category similarity (late fusion) that gives the best
-    top-1 on pseudo job ads of validation titles (task statements that training never uses, in
-    ad boilerplate: `occlass.postings`), scored against the training titles' memory."""
-    val = datamodule.examples[datamodule.examples["split"] == "val"].head(limit)
-    if val.empty or model.memory is None:
-        return None
-    taxonomy = Taxonomy.load(datamodule.hparams.data_dir, with_tasks=True)
-    ads = pseudo_postings(list(val["title"]), [taxonomy.codes[c[0]] for c in val["codes"]],
-                          taxonomy.tasks, seed=0, category_n_tasks=datamodule.hparams.n_tasks)
-    keep = [i for i, ad in enumerate(ads) if ad]
-    if not keep:
-        return None
-    predictor = Predictor(model.encoder, datamodule.tokenizer, model.category_cache,
-                          taxonomy.titles, datamodule.hparams.max_input_length,
-                          device=model.device, memory=model.memory,
-                          fusion_weight=float(model.fusion_weight))
-    title, description = predictor.score_parts([val["title"].iloc[i] for i in keep],
-                                               [ads[i] for i in keep])
-    codes = [val["codes"].iloc[i] for i in keep]
-    hits = [sum(int((title[i] + w * description[i]).argmax()) in c for i, c in enumerate(codes))
-            for w in DESCRIPTION_GRID]
-    weight = DESCRIPTION_GRID[int(np.argmax(hits))]
-    log.info("description weight %s (top-1 on %d validation pseudo-ads: %s)", weight, len(keep),
-             ", ".join(f"{w}: {h / len(keep):.3f}" for w, h in zip(DESCRIPTION_GRID, hits)))
-    return weight
+def evaluation_predictor(model, datamodule) -> Predictor:
+    """The trained model as prediction uses it, with the training titles' memory only."""
+    return Predictor(model.encoder, datamodule.tokenizer, model.category_cache,
+                     datamodule.taxonomy.titles, datamodule.hparams.max_input_length,
+                     device=model.device, memory=model.memory,
+                     fusion_weight=float(model.fusion_weight))
 
 
 def memory_of(encoder, exemplars: Exemplars, n_codes: int, pad_id: int) -> ExemplarMemory:
@@ -177,9 +156,11 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
     # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
-    fusion_weight = description_weight = None
+    fusion_weight = description_weight = calibrator = None
     if model.exemplars is not None:
-        description_weight = choose_description_weight(model, datamodule)
+        description_weight, calibrator = analyse(
+            out, evaluation_predictor(model, datamodule), datamodule.examples,
+            datamodule.hparams.data_dir, datamodule.hparams.n_tasks)
         log.info("encoding the exemplar memory (every title)")
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
@@ -191,7 +172,13 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         max_input_length=hp.max_input_length, max_category_length=hp.max_category_length,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
         fusion_weight=fusion_weight, description_weight=description_weight,
+        calibration=None if calibrator is None else calibrator.to_dict(),
     ).save(out)
+    write_sentence_transformers_config(out / runs.ENCODER_DIR, hp.max_input_length)
+    write_model_card(out / runs.ENCODER_DIR, base_model=model.encoder.name,
+                     taxonomy_version=taxonomy.version,
+                     config=OmegaConf.to_container(cfg, resolve=True),
+                     metrics={"before": before, "after": after}, n_codes=len(taxonomy))
     runs.write_json(out / runs.METRICS_FILE, {
         "before": before, "after": after,
         "objective": {"metric": cfg.optimized_metric, "value": best}})
@@ -202,5 +189,8 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     else:
         body = (f"Test split, {cfg.data.test_fraction:.0%} of titles; fusion weight "
                 f"{fusion_weight} (chosen on validation).\n\n{report_table(before, after)}")
+        if (out / ERROR_REPORT).is_file():
+            body += (f"\n\nError analysis (per major group, most confused pairs, worst "
+                     f"occupations, plots): [{ERROR_REPORT}]({ERROR_REPORT})")
     runs.write_atomic(out / runs.REPORT_FILE, f"{title}\n\n{body}\n")
     log.info("run written to %s\n%s", out, body)

@@ -99,3 +99,22 @@ def test_calibrator_round_trips_and_scores_confidence():
     assert Calibrator.from_dict(calibrator.to_dict()) == calibrator
     confidence = calibrator.confidence(torch.tensor([[0.0, 2 * math.log(3)]]))
     assert confidence.tolist() == pytest.approx([0.75])
+
+
+def test_top_label_scaling_fixes_what_one_temperature_cannot():
+    """Each title has two near-identical valid codes that split the probability: the top
+    probability understates correctness whatever the temperature; the fitted slope and
+    intercept bring the confidence to the observed accuracy."""
+    generator = torch.Generator().manual_seed(3)
+    n, classes = 20000, 20
+    z = 1.5 * torch.randn(n, classes // 2, generator=generator)
+    y = torch.multinomial(torch.softmax(z, dim=1), 1, generator=generator).squeeze(1)
+    scores = torch.repeat_interleave(z, 2, dim=1) + 0.01 * torch.randn(n, classes,
+                                                                       generator=generator)
+    valid = torch.zeros(n, classes, dtype=torch.bool)
+    valid[torch.arange(n), 2 * y] = valid[torch.arange(n), 2 * y + 1] = True
+    correct = valid.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1).numpy()
+    temperature_only = Calibrator(fit_temperature(scores, valid), 0.0).confidence(scores)
+    fitted = fit_calibrator(scores, valid).confidence(scores)
+    assert expected_calibration_error(temperature_only.numpy(), correct) > 0.1
+    assert expected_calibration_error(fitted.numpy(), correct) < 0.02

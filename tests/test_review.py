@@ -1,0 +1,112 @@
+"""The review workflow: calibrated confidence and needs_review, evidence, corrections, the
+error-analysis report and the exported encoder's sentence-transformers folder."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers.tables import write_table
+from helpers.tiny import OCCUPATIONS, ROOT
+
+from occlass import runs
+from occlass.encoder import Encoder, load_tokenizer
+from occlass.errors import DataError
+from occlass.memory import ExemplarMemory, fuse
+from occlass.predictor import Predictor
+from occlass.report import rebuild
+
+TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir, tiny_onet) -> Predictor:
+    return Predictor.from_run(run_dir, tiny_onet)
+
+
+def test_confidence_is_the_calibrated_probability_and_needs_review_follows_the_threshold(
+        predictor, run_dir, tiny_onet):
+    info = runs.RunInfo.load(run_dir)
+    assert info.calibration["temperature"] > 0
+    result = predictor.predict(TITLES)
+    category, exemplar = predictor.similarities(TITLES, predictor.max_input_length)
+    scores = fuse(category, exemplar, predictor.fusion_weight)
+    expected = torch.softmax(scores / info.calibration["temperature"], dim=1).max(dim=1).values
+    np.testing.assert_allclose(result.confidence, expected.numpy(), atol=1e-5)
+    middle = float(np.median(result.confidence))
+    for threshold in (0.0, middle, 1.01):
+        strict = Predictor.from_run(run_dir, tiny_onet, review_below=threshold)
+        flagged = strict.predict(TITLES)
+        assert list(flagged.needs_review) == list(flagged.confidence < threshold)
+    frame = result.to_frame()
+    assert {"confidence", "needs_review", "pred_evidence_1"} <= set(frame.columns)
+
+
+def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, tiny_onet):
+    memory = ExemplarMemory.load(run_dir / runs.MEMORY_FILE)
+    result = predictor.predict(TITLES)
+    codes = list(predictor.codes)
+    for code, evidence in zip(result.codes[:, 0], result.evidence):
+        title, similarity = re.fullmatch(r"(.*) \((-?\d\.\d\d)\)", evidence).groups()
+        label = codes.index(code)
+        assert (title, label) in set(zip(memory.titles, memory.labels.tolist()))
+        assert -1 <= float(similarity) <= 1
+    quiet = Predictor.from_run(run_dir, tiny_onet, evidence=False).predict(TITLES[:3])
+    assert quiet.evidence is None and "pred_evidence_1" not in quiet.to_frame()
+
+
+def test_corrections_decide_their_own_titles_and_leave_far_ones_alone(run_dir, tiny_onet,
+                                                                      tmp_path):
+    predictor = Predictor.from_run(run_dir, tiny_onet)
+    before = predictor.predict(TITLES).codes[:, 0]
+    path = write_table(tmp_path / "reviewed.csv", {"title": ["Wireman"], "code": ["47-2031.00"]})
+    predictor.add_corrections(path)
+    after = predictor.predict(["Wireman", "wireman", "WIREMAN"])
+    assert list(after.codes[:, 0]) == ["47-2031.00"] * 3
+    assert all(e.startswith("Wireman (") for e in after.evidence)
+    tokenizer = load_tokenizer(run_dir / runs.ENCODER_DIR)
+    similar = predictor.corrections.similarities(Encoder(run_dir / runs.ENCODER_DIR).encode_ids(
+        tokenizer(TITLES)["input_ids"], tokenizer.pad_token_id)).squeeze(1)
+    far = (similar < predictor.correction_threshold).numpy()
+    assert far.sum() >= len(TITLES) // 2  # the check below covers most titles
+    assert list(predictor.predict(TITLES).codes[far, 0]) == list(before[far])
+
+
+def test_a_bad_corrections_file_is_one_error_naming_its_line(run_dir, tiny_onet, tmp_path):
+    path = write_table(tmp_path / "bad.csv", {"title": ["Wireman", "Joiner"],
+                                              "code": ["47-2031.00", "99-9999.99"]})
+    with pytest.raises(DataError, match=r"line 3: code '99-9999.99' is not an occupation"):
+        Predictor.from_run(run_dir, tiny_onet).add_corrections(path)
+    result = subprocess.run([sys.executable, str(ROOT / "predict.py"), f"run={run_dir}",
+                             f"data_dir={tiny_onet}", "text=Wireman", f"corrections={path}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "line 3" in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_run_has_an_error_report_with_every_plot_and_it_can_be_rebuilt(run_dir):
+    plots = ["accuracy_by_major_group.png", "major_group_confusion.png", "reliability.png",
+             "coverage.png"]
+    report = (run_dir / "error_analysis.md").read_text()
+    for name in plots:
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({name})" in report
+    assert "error_analysis.md" in (run_dir / runs.REPORT_FILE).read_text()
+    (run_dir / "coverage.png").unlink()
+    written = rebuild(run_dir)
+    assert (run_dir / "coverage.png").is_file() and len(written) == 5
+
+
+def test_the_exported_encoder_loads_in_sentence_transformers_with_the_same_embeddings(run_dir):
+    from sentence_transformers import SentenceTransformer
+
+    folder = run_dir / runs.ENCODER_DIR
+    assert "CC BY 4.0" in (folder / "README.md").read_text()
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(TITLES, convert_to_tensor=True)
+    tokenizer = load_tokenizer(folder)
+    ours = Encoder(folder).encode_ids(tokenizer(TITLES)["input_ids"], tokenizer.pad_token_id)
+    assert (theirs - ours).abs().max() < 1e-5
