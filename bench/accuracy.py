@@ -46,7 +46,8 @@ def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int 
     pairs = load_pairs(data_dir, taxonomy, data["sources"], data.get("extra_files") or [])
     examples = group_examples(pairs, taxonomy)
     examples["split"] = assign_splits(examples, data["val_fraction"], data["test_fraction"],
-                                      data["split_seed"], holdout=data.get("holdout", "splits"))
+                                      data["split_seed"], holdout=data.get("holdout", "splits"),
+                                      fold=data.get("fold"), folds=data.get("folds"))
     part = {s: examples[examples["split"] == s] for s in ("train", "val", "test", "reported")}
     test = part["test"]
     codes = [taxonomy.codes[c[0]] for c in test["codes"]]

@@ -28,7 +28,8 @@ from occlass.errors import OcclassError
 from occlass.metrics import OccupationMetrics, metric_label
 from occlass.taxonomy import SOC_LEVELS
 
-SPLIT_KEYS = ("sources", "extra_files", "val_fraction", "test_fraction", "split_seed")
+SPLIT_KEYS = ("sources", "extra_files", "val_fraction", "test_fraction", "split_seed", "fold",
+              "folds")
 
 
 class Scorer:
