@@ -1,16 +1,18 @@
-"""Train a job-title classifier: `python train.py [overrides]` (see conf/train.yaml)."""
+"""Train a job-title classifier: `python train.py [overrides]` (see conf/train.yaml);
+`python train.py cv.folds=K` cross-validates (K runs and their mean ± std)."""
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from occlass.cli import run_cli
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from occlass.training import train
+    from occlass.training import cross_validate, train
 
-    return run_cli(train, cfg)
+    job = train if OmegaConf.select(cfg, "cv.folds") is None else cross_validate
+    return run_cli(job, cfg)
 
 
 if __name__ == "__main__":

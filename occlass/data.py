@@ -114,7 +114,7 @@ class TitlePairDataModule(L.LightningDataModule):
                  max_category_length: int = 64, title_pairs: bool = True,
                  noise: Callable[[str, random.Random], str] | None = None,
                  num_workers: int = 0, limit_eval_examples: int | None = None,
-                 shuffle_seed: int = 0):
+                 shuffle_seed: int = 0, fold: int | None = None, folds: int | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["noise"])
         self.noise = noise
@@ -157,7 +157,8 @@ class TitlePairDataModule(L.LightningDataModule):
             self.pairs = load_pairs(hp.data_dir, self.taxonomy, hp.sources, hp.extra_files)
             examples = group_examples(self.pairs, self.taxonomy)
             examples["split"] = assign_splits(examples, hp.val_fraction, hp.test_fraction,
-                                              hp.split_seed, holdout=hp.holdout)
+                                              hp.split_seed, holdout=hp.holdout,
+                                              fold=hp.fold, folds=hp.folds)
             self.examples = examples
         return self.examples
 

@@ -104,26 +104,46 @@ def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
 
 
 def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
-                  anchor_sources: Sequence[str] = ("title",), holdout: str = "splits") -> pd.Series:
+                  anchor_sources: Sequence[str] = ("title",), holdout: str = "splits",
+                  fold: int | None = None, folds: int | None = None) -> pd.Series:
     """Split by normalised title, so no title is in two splits (a hash, so stable as data grows).
 
     A title that is also an occupation's own title (an `anchor_sources` title) stays in train:
     it is part of the category text, so testing on it measures nothing. Titles only reported by
     workers form the "reported" split, the closest stand-in for real inputs. With `holdout`
     "none", every title trains (the final model, once settings are chosen).
+
+    Grouped k-fold cross-validation: with `folds` K and `fold` k (0 ≤ k < K), the test split is
+    the titles whose hash falls in the k-th of K equal intervals (`test_fraction` is unused), so
+    each title that may be tested is tested in exactly one fold; validation is `val_fraction` of
+    the other titles (those just after fold k, by the same hash).
     """
     if holdout not in HOLDOUTS:
         raise ValueError(f"unknown holdout {holdout!r}; choose one of {HOLDOUTS}")
+    if (fold is None) != (folds is None):
+        raise ValueError(f"fold={fold}, folds={folds}: give both (fold k of K folds) or neither")
+    if folds is not None and not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"fold={fold}, folds={folds}: need 2 or more folds and 0 <= fold < folds")
     if holdout == "none":
+        if folds is not None:
+            raise ValueError("holdout 'none' trains on every title: no test split to fold")
         return pd.Series("train", index=examples.index)
-    def bucket(key: str) -> float:
-        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
+    def digest(key: str) -> int:
+        return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
 
-    share = examples["key"].map(bucket)
+    hashes = [digest(key) for key in examples["key"]]  # Python ints: exact arithmetic
+    share = pd.Series([h / 2**64 for h in hashes], index=examples.index, dtype=float)
+    if folds is None:
+        test = share < test_fraction
+        val = share < val_fraction + test_fraction
+    else:
+        test = pd.Series([h * folds >> 64 == fold for h in hashes], index=examples.index,
+                         dtype=bool)
+        rest = (share - (fold + 1) / folds) % 1.0  # outside fold k: in [0, 1 - 1/K)
+        val = rest < val_fraction * (1 - 1 / folds)
     split = pd.Series("train", index=examples.index)
-    split[share < val_fraction + test_fraction] = "val"
-    split[share < test_fraction] = "test"
+    split[val] = "val"
+    split[test] = "test"
     split[examples["reported_only"]] = "reported"
     anchored = examples["sources"].map(lambda s: bool(set(s) & set(anchor_sources)))
     split[examples["key"].isin(examples.loc[anchored, "key"])] = "train"
@@ -149,5 +169,6 @@ def split_examples(data: dict, data_dir: str | Path, taxonomy: Taxonomy) -> pd.D
     pairs = load_pairs(data_dir, taxonomy, data["sources"], data.get("extra_files") or [])
     examples = group_examples(pairs, taxonomy)
     examples["split"] = assign_splits(examples, data["val_fraction"], data["test_fraction"],
-                                      data["split_seed"], holdout=data.get("holdout", "splits"))
+                                      data["split_seed"], holdout=data.get("holdout", "splits"),
+                                      fold=data.get("fold"), folds=data.get("folds"))
     return examples

@@ -264,6 +264,8 @@ def write_model_card(encoder_dir: Path, *, base_model: str, taxonomy_version: st
     max_input = data.get("max_input_length")
     truncation = (f" Inputs are truncated to {max_input} tokens, as in training."
                   if max_input else "")
+    # a cross-validation fold tests 1/folds of the titles
+    test_share = 1 / data["folds"] if data.get("folds") else data.get("test_fraction")
     occupation_code = _occupation_code(recipe, data.get("n_tasks", 3), max_input,
                                        data.get("max_category_length"))
     meta = yaml.safe_dump(front_matter(base_model), sort_keys=False, allow_unicode=True)
@@ -347,5 +349,5 @@ predictions = predictor.predict(["senior python developer"], top_k=5)
 
 ## Test metrics
 
-{_metrics_section(metrics, data.get("test_fraction"))}"""
+{_metrics_section(metrics, test_share)}"""
     write_atomic(encoder_dir / "README.md", card)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import warnings
@@ -12,9 +13,10 @@ import torch
 import transformers
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from occlass import runs
+from occlass import runs, sweeps
 from occlass.analysis import analyse
 from occlass.category_cache import build_category_cache, weights_fingerprint
 from occlass.error_report import REPORT_FILE as ERROR_REPORT
@@ -107,6 +109,40 @@ def train(cfg: DictConfig) -> float:
     return best
 
 
+def cross_validate(cfg: DictConfig) -> float:
+    """Grouped K-fold cross-validation (`cv.folds=K`): `train` once per fold, in RUN_DIR/fold_k
+    with `data.fold=k, data.folds=K` (test = fold k of the titles, grouped by normalised title),
+    then RUN_DIR/cv_summary.md and .json: every metric's mean ± std over the folds. Returns the
+    mean of the folds' objectives (what a sweep over cross-validated settings maximises)."""
+    folds = cfg.cv.folds
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise OcclassError(f"cv.folds={folds}: give the number of folds, 2 or more")
+    if cfg.data.get("holdout", "splits") != "splits":
+        raise OcclassError(f"cv.folds with data.holdout={cfg.data.holdout}: cross-validation "
+                           "needs test splits (data.holdout=splits)")
+    if cfg.ckpt_path:
+        raise OcclassError("cv.folds with ckpt_path: each fold trains from the base model")
+    if cfg.data.get("fold") is not None or cfg.data.get("folds") is not None:
+        raise OcclassError("cv.folds sets data.fold and data.folds itself; leave them unset "
+                           "(or set them without cv.folds to train one fold)")
+    out = Path(cfg.paths.output_dir)
+    names = [f"fold_{k}" for k in range(folds)]
+    bests = []
+    for k, name in enumerate(names):
+        log.info("cross-validation: data.fold=%d of data.folds=%d in %s", k, folds, out / name)
+        fold_cfg = copy.deepcopy(cfg)
+        with open_dict(fold_cfg):
+            fold_cfg.paths.output_dir = str(out / name)
+            fold_cfg.data.fold, fold_cfg.data.folds = k, folds
+            fold_cfg.cv.folds = None
+        bests.append(train(fold_cfg))
+    if rank_zero_only.rank == 0:  # under DDP, rank 0 wrote the folds' runs
+        text = sweeps.summarize_folds(out, names)
+        log.info("cross-validation summary written to %s\n%s",
+                 out / f"{sweeps.CV_SUMMARY}.md", text)
+    return float(np.mean(bests))
+
+
 def objective(trainer: L.Trainer, metric: str) -> float:
     """The best value of `metric` that the checkpoint callback kept, else its last value."""
     checkpoint = trainer.checkpoint_callback
@@ -187,8 +223,11 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         body = ("No test split: every title trained (`data.holdout=none`), so this run has no "
                 "held-out measurement; see the run with splits that chose its settings.")
     else:
-        body = (f"Test split, {cfg.data.test_fraction:.0%} of titles; fusion weight "
-                f"{fusion_weight} (chosen on validation).\n\n{report_table(before, after)}")
+        folds = cfg.data.get("folds")
+        share = (f"fold {cfg.data.fold} of {folds} (1/{folds} of titles)" if folds
+                 else f"{cfg.data.test_fraction:.0%} of titles")
+        body = (f"Test split, {share}; fusion weight {fusion_weight} (chosen on validation)."
+                f"\n\n{report_table(before, after)}")
         if (out / ERROR_REPORT).is_file():
             body += (f"\n\nError analysis (per major group, most confused pairs, worst "
                      f"occupations, plots): [{ERROR_REPORT}]({ERROR_REPORT})")
