@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import transformers
 from hydra.utils import instantiate
