@@ -45,8 +45,11 @@ MAJOR_GROUPS = {
 }
 
 
-def load_related(data_dir: Path) -> set[tuple[str, str]]:
-    """(code, related code) pairs of O*NET's `Related Occupations.txt`."""
+def load_related(data_dir: Path) -> set[tuple[str, str]] | None:
+    """(code, related code) pairs of O*NET's `Related Occupations.txt`; None without the file
+    (older releases): the report then leaves the column blank."""
+    if not (Path(data_dir) / RELATED_FILE).is_file():
+        return None
     frame = read_onet_table(Path(data_dir) / RELATED_FILE, [CODE_COLUMN, "Related O*NET-SOC Code"])
     return set(zip(frame[CODE_COLUMN], frame["Related O*NET-SOC Code"]))
 

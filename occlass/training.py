@@ -195,9 +195,10 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
     fusion_weight = description_weight = calibrator = None
     if model.exemplars is not None:
-        description_weight, calibrator = analyse(
-            out, evaluation_predictor(model, datamodule), datamodule.examples,
-            datamodule.hparams.data_dir, datamodule.hparams.n_tasks)
+        if model.memory is not None:  # evaluated: there is a validation split
+            description_weight, calibrator = analyse(
+                out, evaluation_predictor(model, datamodule), datamodule.examples,
+                datamodule.hparams.data_dir, datamodule.hparams.n_tasks)
         log.info("encoding the exemplar memory (every title)")
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)

@@ -114,7 +114,8 @@ def test_zero_rows_give_the_header(common, tmp_path, ext):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 rows → out" in done.stdout and temp_files(tmp_path) == []
     out = tmp_path / f"out.{ext}"
-    predicted = [f"pred_{n}_{j}" for n in ("code", "title", "score") for j in (1, 2)] + ["status"]
+    predicted = [f"pred_{n}_{j}" for n in ("code", "title", "score") for j in (1, 2)] + [
+        "confidence", "needs_review", "pred_evidence_1", "status"]
     if ext == "csv":
         assert out.read_text().splitlines() == [",".join(["id", "title", *predicted])]
     elif ext == "jsonl":

@@ -1,5 +1,6 @@
 """predict.py: streaming tables through a run, bad input, the text table, the exit code."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ INPUT = pd.DataFrame({
     "id": ["007", "008", "009", "010", "011"],
 })
 PRED_COLUMNS = [f"pred_{name}_{j}" for name in ("code", "title", "score") for j in (1, 2, 3)]
+REVIEW_COLUMNS = ["confidence", "needs_review", "pred_evidence_1"]
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
     assert count_rows(source) == len(INPUT)
     predict(f"input={source}", f"output={tmp_path / f'out.{ext}'}", "top_k=3", "chunk_rows=2")
     out = read(tmp_path / f"out.{ext}")
-    assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, "status"]
+    assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, *REVIEW_COLUMNS, "status"]
     assert out["id"].tolist() == INPUT["id"].tolist()  # text stays text: leading zeros kept
     assert out["status"].tolist() == ["ok", "ok", "empty title", "empty title", "ok"]
     assert out.loc[2:3, PRED_COLUMNS].isna().all().all()
@@ -127,8 +129,11 @@ def test_an_interrupted_run_leaves_no_output(predict, tmp_path, monkeypatch):
 
 def test_text_prints_a_ranked_table(predict, tiny_onet, capsys):
     predict('text="registered nurse"', "top_k=3")
-    header, *rows = capsys.readouterr().out.strip().splitlines()
+    header, *rows, confidence, evidence = capsys.readouterr().out.strip().splitlines()
     assert header.split() == ["rank", "code", "title", "score"]
+    assert re.fullmatch(r"confidence 0\.\d\d that \d\d-\d{4}\.\d\d is right( \(needs review\))?",
+                        confidence)
+    assert re.fullmatch(r"evidence: .+ \(-?\d\.\d\d\)", evidence)
     assert [row.split()[0] for row in rows] == ["1", "2", "3"]
     codes = set(pd.read_csv(tiny_onet / "Occupation Data.txt", sep="\t")["O*NET-SOC Code"])
     assert {row.split()[1] for row in rows} <= codes
@@ -167,5 +172,5 @@ def test_cli_text_mode(tmp_path, run_dir, tiny_onet):
     done = cli(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "text=Plumber")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:4] == ["rank", "code", "title", "score"]
-    assert len(done.stdout.strip().splitlines()) == 6
+    assert len(done.stdout.strip().splitlines()) == 8  # 5 ranks, confidence, evidence
     assert list(tmp_path.iterdir()) == []

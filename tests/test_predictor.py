@@ -13,9 +13,9 @@ from occlass import runs
 from occlass.category_cache import CategoryCache
 from occlass.encoder import Encoder, load_tokenizer
 from occlass.errors import OcclassError
-from occlass.predictor import Predictor
+from occlass.memory import ExemplarMemory
+from occlass.predictor import MAX_DESCRIPTION_LENGTH, Predictor
 from occlass.taxonomy import Taxonomy
-from occlass.text import input_text
 
 TITLES = ["Registered Nurse", "senior python developer", "Plumber", "CEO", "plumber"]
 DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.", "fixes pipes"]
@@ -38,20 +38,32 @@ def embed(encoder, tokenizer, text: str, max_length: int) -> torch.Tensor:
 
 
 def test_top_k_matches_brute_force(predictor, run_dir, tiny_onet):
+    """Fused title score (category and best exemplar cosine, the run's weight), plus the
+    description's category cosine times the description weight (late fusion)."""
     result = predictor.predict(TITLES, DESCRIPTIONS, top_k=4)
     encoder = Encoder(run_dir / runs.ENCODER_DIR).eval()
     tokenizer = load_tokenizer(run_dir / runs.ENCODER_DIR)
     taxonomy = Taxonomy.load(tiny_onet)
-    categories = torch.stack([embed(encoder, tokenizer, text, 64)
+    info = runs.RunInfo.load(run_dir)
+    memory = ExemplarMemory.load(run_dir / runs.MEMORY_FILE)
+    categories = torch.stack([embed(encoder, tokenizer, text, info.max_category_length)
                               for text in taxonomy.category_texts("title_description")])
     for row, (title, description) in enumerate(zip(TITLES, DESCRIPTIONS)):
-        query = embed(encoder, tokenizer, input_text(title, description), 32)
-        cosine = F.cosine_similarity(query[None], categories).numpy()
-        best = np.argsort(-cosine)[:4]
+        query = embed(encoder, tokenizer, title, 32)
+        cosine = F.cosine_similarity(query[None], categories)
+        best = torch.full((len(taxonomy),), -1.0)
+        for label, exemplar in zip(memory.labels.tolist(), memory.embeddings):
+            best[label] = max(best[label], float(exemplar @ query))
+        score = (1 - info.fusion_weight) * cosine + info.fusion_weight * best
+        if description:
+            text = embed(encoder, tokenizer, description, MAX_DESCRIPTION_LENGTH)
+            score += predictor.description_weight * F.cosine_similarity(text[None], categories)
+        score = score.numpy()
+        top = np.argsort(-score)[:4]
         # The tiny random model gives near-ties, so compare scores, not the order of tied codes.
-        np.testing.assert_allclose(result.scores[row], cosine[best], atol=1e-5)
+        np.testing.assert_allclose(result.scores[row], score[top], atol=1e-5)
         chosen = [taxonomy.index[code] for code in result.codes[row]]
-        np.testing.assert_allclose(cosine[chosen], result.scores[row], atol=1e-5)
+        np.testing.assert_allclose(score[chosen], result.scores[row], atol=1e-5)
         assert list(result.titles[row]) == [taxonomy.titles[i] for i in chosen]
     assert (result.status == "ok").all()
 
@@ -153,7 +165,8 @@ def test_identical_inputs_are_encoded_once(run_dir, tiny_onet):
 
 
 def test_inputs_are_truncated_to_max_input_length(run_dir, tiny_onet):
-    predictor = Predictor.from_run(run_dir, tiny_onet, max_input_length=8)
+    predictor = Predictor.from_run(run_dir, tiny_onet, max_input_length=8,
+                                   max_description_length=8)
     lengths = []
     forward = predictor.encoder.forward
     predictor.encoder.forward = lambda ids, mask: lengths.append(ids.shape[1]) or forward(ids, mask)
