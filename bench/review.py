@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("data/onet-29.3"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, help="correction threshold (default: the "
+                        "Predictor's)")
     args = parser.parse_args()
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
@@ -63,6 +65,8 @@ def main() -> None:
     taxonomy = load_taxonomy(args.data_dir, info.recipe)
     examples = split_examples(info.config["data"], args.data_dir, taxonomy)
     predictor = Predictor.from_run(args.run, args.data_dir)
+    if args.threshold is not None:
+        predictor.correction_threshold = args.threshold
     train = examples[examples["split"] == "train"].explode("codes")
     ids = predictor.tokenizer(list(train["title"]), truncation=True,
                               max_length=predictor.max_input_length)["input_ids"]
