@@ -24,9 +24,9 @@ from common import load, preamble, write_section
 from noisy_copy import _abbreviate, _can_abbreviate, _can_invert, _invert
 
 from occlass import runs
+from occlass.analysis import training_memory
 from occlass.calibration import expected_calibration_error
 from occlass.examples import split_examples
-from occlass.memory import Exemplars, build_memory
 from occlass.predictor import Predictor, load_taxonomy
 
 
@@ -67,12 +67,7 @@ def main() -> None:
     predictor = Predictor.from_run(args.run, args.data_dir)
     if args.threshold is not None:
         predictor.correction_threshold = args.threshold
-    train = examples[examples["split"] == "train"].explode("codes")
-    ids = predictor.tokenizer(list(train["title"]), truncation=True,
-                              max_length=predictor.max_input_length)["input_ids"]
-    predictor.memory = build_memory(  # evaluation memory: the training titles only
-        predictor.encoder, Exemplars(list(train["title"]), [int(c) for c in train["codes"]], ids),
-        len(taxonomy), predictor.pad_id, {})
+    predictor.memory = training_memory(predictor, examples)
     test = examples[examples["split"] == "test"].sample(frac=1, random_state=args.seed)
     codes = [{taxonomy.codes[c] for c in cs} for cs in test["codes"]]
     half = len(test) // 2

@@ -14,7 +14,7 @@ import torch
 from occlass import runs
 from occlass.calibration import Calibrator, fit_calibrator
 from occlass.error_report import load_related, write_error_report
-from occlass.memory import fuse
+from occlass.memory import ExemplarMemory, build_memory, exemplars_of, fuse
 from occlass.postings import pseudo_postings
 from occlass.predictor import Predictor
 from occlass.runs import write_atomic
@@ -35,6 +35,13 @@ def valid_codes(codes: list[list[int]], n_codes: int) -> torch.Tensor:
     for row, cs in enumerate(codes):
         valid[row, cs] = True
     return valid
+
+
+def training_memory(predictor: Predictor, examples: pd.DataFrame) -> ExemplarMemory:
+    """The predictor's encoder over the training titles only: the memory evaluation uses."""
+    exemplars = exemplars_of(examples, ("train",), predictor.tokenizer,
+                             predictor.max_input_length)
+    return build_memory(predictor.encoder, exemplars, len(predictor.codes), predictor.pad_id, {})
 
 
 def choose_description_weight(predictor: Predictor, val, taxonomy: Taxonomy, n_tasks: int,

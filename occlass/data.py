@@ -20,7 +20,7 @@ from occlass.category_cache import Categories
 from occlass.encoder import load_tokenizer
 from occlass.errors import DataError
 from occlass.examples import SOURCES, SPLITS, assign_splits, group_examples, load_pairs, summarize
-from occlass.memory import Exemplars
+from occlass.memory import Exemplars, exemplars_of
 from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,8 @@ class TitlePairDataModule(L.LightningDataModule):
     def exemplars(self, splits: Sequence[str] = ("train",)) -> Exemplars:
         """The titles of `splits` with their codes, tokenised: the exemplar memory. Evaluation
         uses the training titles only; the exported run every title."""
-        examples = self.load_examples()
-        part = examples[examples["split"].isin(splits)].explode("codes")
-        ids = self.tokenizer(list(part["title"]), truncation=True,
-                             max_length=self.hparams.max_input_length)["input_ids"]
-        return Exemplars(list(part["title"]), [int(c) for c in part["codes"]], ids)
+        return exemplars_of(self.load_examples(), splits, self.tokenizer,
+                            self.hparams.max_input_length)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -90,6 +90,14 @@ def fuse(category: torch.Tensor, exemplar: torch.Tensor, weight: float) -> torch
     return (1 - weight) * category + weight * exemplar
 
 
+def exemplars_of(examples, splits, tokenizer, max_length: int) -> Exemplars:
+    """The titles of `splits` among grouped examples (`occlass.examples`), once per code,
+    tokenised."""
+    part = examples[examples["split"].isin(splits)].explode("codes")
+    ids = tokenizer(list(part["title"]), truncation=True, max_length=max_length)["input_ids"]
+    return Exemplars(list(part["title"]), [int(c) for c in part["codes"]], ids)
+
+
 def build_memory(encoder, exemplars: Exemplars, n_codes: int, pad_id: int,
                  identity: dict[str, str], batch_size: int = 256) -> ExemplarMemory:
     """Encode the exemplars (eval mode) into a memory."""

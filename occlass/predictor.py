@@ -417,12 +417,9 @@ class Predictor:
     def _rank_described(self, titles: np.ndarray, descriptions: np.ndarray, k: int) -> Ranked:
         """Late fusion: the title's scores + description_weight × the description's category
         similarity."""
+        described = self.similarities(descriptions, self.max_description_length,
+                                      memory=False)[0].to(self.device)
         parts = []
-        rows, ids = self._ids(descriptions, self.max_description_length)
-        described = torch.empty(len(ids), len(self.codes), device=self.device)
-        for batch in self._batches(sorted(range(len(ids)), key=lambda i: len(ids[i])), ids):
-            described[batch] = self._encode([ids[i] for i in batch]).float() @ self.embeddings.T
-        described = described[torch.as_tensor(rows, device=self.device)]
         title_ids = self.tokenizer(list(titles), truncation=True,
                                    max_length=self.max_input_length)["input_ids"]
         for start in range(0, len(titles), self.batch_size):

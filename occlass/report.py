@@ -11,11 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from occlass import runs
-from occlass.analysis import analyse
+from occlass.analysis import analyse, training_memory
 from occlass.error_report import load_related, write_error_report
 from occlass.errors import OcclassError
 from occlass.examples import split_examples
-from occlass.memory import Exemplars, build_memory
 from occlass.predictor import Predictor, load_taxonomy
 
 
@@ -27,12 +26,7 @@ def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
     taxonomy = load_taxonomy(data_dir, info.recipe)
     examples = split_examples(info.config["data"], data_dir, taxonomy)
     predictor = Predictor.from_run(run_dir, data_dir)
-    train = examples[examples["split"] == "train"].explode("codes")
-    ids = predictor.tokenizer(list(train["title"]), truncation=True,
-                              max_length=predictor.max_input_length)["input_ids"]
-    predictor.memory = build_memory(
-        predictor.encoder, Exemplars(list(train["title"]), [int(c) for c in train["codes"]], ids),
-        len(taxonomy), predictor.pad_id, {})
+    predictor.memory = training_memory(predictor, examples)
     weight, calibrator = analyse(Path(run_dir), predictor, examples, data_dir, info.n_tasks)
     info = dataclasses.replace(info, description_weight=weight,
                                calibration=None if calibrator is None else calibrator.to_dict())
