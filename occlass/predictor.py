@@ -261,7 +261,6 @@ class Predictor:
         with torch.inference_mode():
             self.corrections = build_memory(self.encoder, exemplars, len(self.codes),
                                             self.pad_id, {}).to(self.device)
-        self.evidence = self.evidence or self.memory is not None
         self._memo.clear()
 
     @classmethod

@@ -47,7 +47,8 @@ def test_confidence_is_the_calibrated_probability_and_needs_review_follows_the_t
     assert {"confidence", "needs_review", "pred_evidence_1"} <= set(frame.columns)
 
 
-def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, tiny_onet):
+def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, tiny_onet,
+                                                         tmp_path):
     memory = ExemplarMemory.load(run_dir / runs.MEMORY_FILE)
     result = predictor.predict(TITLES)
     codes = list(predictor.codes)
@@ -56,8 +57,13 @@ def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, ti
         label = codes.index(code)
         assert (title, label) in set(zip(memory.titles, memory.labels.tolist()))
         assert -1 <= float(similarity) <= 1
-    quiet = Predictor.from_run(run_dir, tiny_onet, evidence=False).predict(TITLES[:3])
-    assert quiet.evidence is None and "pred_evidence_1" not in quiet.to_frame()
+    quiet = Predictor.from_run(run_dir, tiny_onet, evidence=False)
+    result = quiet.predict(TITLES[:3])
+    assert result.evidence is None and "pred_evidence_1" not in result.to_frame()
+    path = write_table(pd.DataFrame({"title": ["Wireman"], "code": ["47-2031.00"]}),
+                       tmp_path / "reviewed.csv")
+    quiet.add_corrections(path)  # evidence=false stays off with corrections
+    assert quiet.predict(TITLES[:3]).evidence is None
 
 
 def test_corrections_decide_their_own_titles_and_leave_far_ones_alone(run_dir, tiny_onet,
