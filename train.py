@@ -9,7 +9,7 @@ from occlass.cli import run_cli
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from occlass.training import cross_validate, train
+    from occlass.train.job import cross_validate, train
 
     job = train if OmegaConf.select(cfg, "cv.folds") is None else cross_validate
     return run_cli(job, cfg)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOISE = "data.noise={_target_:occlass.augment.TitleNoise,probability:0.5}"
+NOISE = "data.noise={_target_:occlass.data.augment.TitleNoise,probability:0.5}"
 OFF = ["data.title_pairs=false", "data.noise=null", "model.hard_negatives_every=null",
        "data.max_category_length=64"]
 VARIANTS = {  # name → overrides (each spells out every switch, whatever the defaults)

@@ -8,7 +8,7 @@ Sets (from the run's own data config and split):
   of training and out of the evaluation memory): the closest stand-in for real inputs;
 - noisy: the test titles made noisy by `bench/noisy_copy.py` (other code than the training
   augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
-- postings: pseudo job ads of the test titles (`occlass.postings`: task statements that training
+- postings: pseudo job ads of the test titles (`occlass.data.postings`: task statements that training
   never uses, in company, benefits and equal-opportunity boilerplate), with their titles.
 Baselines: TF-IDF and zero-shot (packaged MiniLM) nearest-neighbour over the training titles,
 zero-shot category similarity, and the fine-tuned encoder's nearest-neighbour. The memory of
@@ -29,13 +29,16 @@ from noisy_copy import noisy_copy
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from occlass import runs
-from occlass.category_cache import Categories, build_category_cache, weights_fingerprint
-from occlass.encoder import PACKAGED, Encoder, load_tokenizer
-from occlass.examples import split_examples
-from occlass.memory import Exemplars, build_memory, fuse
-from occlass.postings import pseudo_postings
-from occlass.predictor import Predictor
-from occlass.taxonomy import Taxonomy, level_ids
+from occlass.data.categories import Categories
+from occlass.data.examples import Exemplars, split_examples
+from occlass.data.postings import pseudo_postings
+from occlass.data.taxonomy import Taxonomy, level_ids
+from occlass.data.tokenizer import PACKAGED, load_tokenizer
+from occlass.model.category_cache import build_category_cache, weights_fingerprint
+from occlass.model.encoder import Encoder
+from occlass.model.memory import build_memory, fuse
+from occlass.predict.loader import RunParts
+from occlass.predict.predictor import Predictor
 
 SETS = ("test", "reported", "noisy", "postings")
 
@@ -84,9 +87,9 @@ class Method:
         memory = build_memory(encoder.eval(), Exemplars(train.titles, train.labels, ids),
                               len(taxonomy), tokenizer.pad_token_id,
                               {"weights": weights_fingerprint(encoder)})
-        self.predictor = Predictor(encoder, tokenizer, build_category_cache(encoder, categories),
-                                   taxonomy.titles, info.max_input_length, device=device,
-                                   memory=memory, fusion_weight=fusion_weight)
+        self.predictor = Predictor(RunParts(
+            encoder, tokenizer, taxonomy, build_category_cache(encoder, categories),
+            info.max_input_length, memory=memory, fusion_weight=fusion_weight))
 
     def parts(self, titles, descriptions=None):
         """Category and best-exemplar similarities of the titles (N, C), and of the

@@ -20,7 +20,7 @@ import lightning as L
 from common import default_config, load, preamble, write_section
 from hydra.utils import instantiate
 
-from occlass.metrics import metric_label
+from occlass.model.metrics import metric_label
 
 
 class TrainTimer(L.Callback):

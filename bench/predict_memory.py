@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from common import ROOT, load, preamble, write_section
 
-from occlass.tabular_io import count_rows
-from occlass.taxonomy import CODE_COLUMN, read_onet_table
+from occlass.data.tabular_io import count_rows
+from occlass.data.taxonomy import CODE_COLUMN, read_onet_table
 
 LIMIT_MIB = 2048
 

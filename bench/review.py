@@ -24,10 +24,11 @@ from common import load, preamble, write_section
 from noisy_copy import _abbreviate, _can_abbreviate, _can_invert, _invert
 
 from occlass import runs
-from occlass.analysis import training_memory
-from occlass.calibration import expected_calibration_error
-from occlass.examples import split_examples
-from occlass.predictor import Predictor, load_taxonomy
+from occlass.data.examples import split_examples
+from occlass.model.calibration import expected_calibration_error
+from occlass.predict.loader import load_corrections, load_run, load_taxonomy
+from occlass.predict.predictor import Predictor
+from occlass.report.analysis import training_memory
 
 
 def variants(title: str, rng: random.Random) -> list[tuple[str, str]]:
@@ -64,10 +65,11 @@ def main() -> None:
 
     taxonomy = load_taxonomy(args.data_dir, info.recipe)
     examples = split_examples(info.config["data"], args.data_dir, taxonomy)
-    predictor = Predictor.from_run(args.run, args.data_dir)
+    parts = load_run(args.run, args.data_dir)
+    parts.memory = training_memory(parts, examples)
+    predictor = Predictor(parts)
     if args.threshold is not None:
         predictor.correction_threshold = args.threshold
-    predictor.memory = training_memory(predictor, examples)
     test = examples[examples["split"] == "test"].sample(frac=1, random_state=args.seed)
     codes = [{taxonomy.codes[c] for c in cs} for cs in test["codes"]]
     half = len(test) // 2
@@ -84,7 +86,7 @@ def main() -> None:
         pd.DataFrame({"title": corrected["title"],
                       "code": [taxonomy.codes[cs[0]] for cs in corrected["codes"]]}).to_csv(
             path, index=False)
-        predictor.add_corrections(path)
+        predictor.set_corrections(load_corrections(parts, path))
     after = {kind: top1(predictor, [v for k, v, _ in near if k == kind],
                         [c for k, _, c in near if k == kind]) for kind in before}
     other_after = top1(predictor, list(other["title"]), codes[half:])

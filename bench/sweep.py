@@ -4,7 +4,7 @@
 
 `python train.py -m` over a 3 × 2 grid of learning rate and temperature on the O*NET data, each
 run on a reduced budget (one epoch of `--train-batches` batches of 32 pairs, validation and test
-capped at `--eval-examples` titles, no "before" evaluation), then `occlass.sweeps.summarize`.
+capped at `--eval-examples` titles, no "before" evaluation), then `occlass.train.sweeps.summarize`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 from common import ROOT, load, preamble, write_section
 
-from occlass.sweeps import summarize
+from occlass.train.sweeps import summarize
 
 GRID = ("optim.lr=1e-5,3e-5,1e-4", "loss.temperature=0.03,0.05")
 

@@ -34,8 +34,8 @@ from torch.optim.optimizer import (
 )
 from torch.utils.data import DataLoader
 
-from occlass.data import TitlePairDataModule
-from occlass.encoder import resolve_model
+from occlass.data.datamodule import TitlePairDataModule
+from occlass.data.tokenizer import resolve_model
 
 PHASES = {"ours": "ours (Lightning, occlass ContrastiveLoss, trainer precision)",
           "ours-fp32": "ours in fp32 (`32-true`)",

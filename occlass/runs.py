@@ -4,7 +4,7 @@
     RUN_DIR/category_cache.pt   category-embedding matrix with its identity
     RUN_DIR/exemplars.pt        exemplar memory: every title's embedding, code and text
     RUN_DIR/test_predictions.parquet  the test titles' top-5 and confidence (training memory)
-    RUN_DIR/error_analysis.md   error analysis of them, with its PNG plots (occlass.report)
+    RUN_DIR/error_analysis.md   error analysis of them, with its PNG plots (`python -m occlass.report`)
     RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config
     RUN_DIR/metrics.json        before/after test metrics and the optimised validation metric
     RUN_DIR/report.md           before/after table
@@ -69,7 +69,7 @@ class RunInfo:
     config: dict = field(default_factory=dict)
     fusion_weight: float | None = None  # exemplar weight chosen on validation; None = no memory
     description_weight: float | None = None  # weight of a description's category similarity
-    calibration: dict | None = None  # occlass.calibration.Calibrator fitted on validation
+    calibration: dict | None = None  # occlass.model.calibration.Calibrator fitted on validation
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))

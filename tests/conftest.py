@@ -34,7 +34,7 @@ def train_cfg(tmp_path, tiny_bert, tiny_onet):
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
     """A run written by train.py's job (one fast_dev_run step) for the tiny model and data."""
-    from occlass.training import train
+    from occlass.train.job import train
 
     out = tmp_path_factory.mktemp("run")
     train(compose_tiny_train(tiny_onet, tiny_bert, out, "trainer.fast_dev_run=true"))

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from occlass.augment import TRANSFORMS, TitleNoise
+from occlass.data.augment import TRANSFORMS, TitleNoise
 
 TITLES = [
     "Pole Inspector", "Mine Development Engineer", "Registered Nurses", "Electrician",

@@ -23,9 +23,10 @@ from helpers.tables import write_table
 from helpers.tiny import ROOT
 
 from occlass import runs
-from occlass.category_cache import CategoryCache
-from occlass.predictor import Predictor
-from occlass.tabular_io import read_chunks
+from occlass.data.tabular_io import read_chunks
+from occlass.model.category_cache import CategoryCache
+from occlass.predict.loader import load_run
+from occlass.predict.predictor import Predictor
 
 FORMATS = ["csv", "jsonl", "parquet"]
 
@@ -92,7 +93,7 @@ def test_input_values_come_back_exactly(common, run_dir, tiny_onet, tmp_path, ex
         assert written.equals(pq.read_table(source))
     assert out["status"].tolist() == ["ok", "ok", "title is a missing-value marker", "ok"]
     # "NaN" and "null" descriptions count as absent: the scores of the title alone
-    predictor = Predictor.from_run(run_dir, tiny_onet)
+    predictor = Predictor(load_run(run_dir, tiny_onet))
     alone = predictor.predict(["Registered Nurse", "Plumber"], top_k=2).scores
     np.testing.assert_allclose(out.loc[[0, 3], ["pred_score_1", "pred_score_2"]]
                                .astype(float).to_numpy(), alone, atol=1e-6)
@@ -276,7 +277,7 @@ def test_a_rebuilt_cache_equals_the_exported_one(run_dir, tiny_onet, tmp_path):
     run = shutil.copytree(run_dir, tmp_path / "run")
     exported = CategoryCache.load(run / runs.CACHE_FILE)
     (run / runs.CACHE_FILE).unlink()
-    rebuilt = Predictor.from_run(run, tiny_onet)
+    rebuilt = Predictor(load_run(run, tiny_onet))
     assert torch.equal(rebuilt.embeddings, exported.embeddings)
     assert CategoryCache.load(run / runs.CACHE_FILE).identity == exported.identity
 

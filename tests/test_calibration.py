@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from occlass.calibration import (
+from occlass.model.calibration import (
     Calibrator,
     expected_calibration_error,
     fit_calibrator,

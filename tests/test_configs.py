@@ -9,8 +9,8 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
-from occlass.data import TitlePairDataModule
-from occlass.module import OccupationClassifier
+from occlass.data.datamodule import TitlePairDataModule
+from occlass.model.module import OccupationClassifier
 
 CONF = ROOT / "conf"
 OPTIONS = sorted((path.parent.relative_to(CONF).as_posix(), path.stem)

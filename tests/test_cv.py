@@ -16,11 +16,11 @@ from helpers.tiny import ONET_DATA, ROOT, compose_tiny_train
 from hydra.utils import instantiate
 
 from occlass import runs
+from occlass.data.examples import assign_splits, group_examples, load_pairs
+from occlass.data.taxonomy import Taxonomy
 from occlass.errors import OcclassError
-from occlass.examples import assign_splits, group_examples, load_pairs
-from occlass.sweeps import CV_SUMMARY, summarize, summarize_folds
-from occlass.taxonomy import Taxonomy
-from occlass.training import cross_validate
+from occlass.train.job import cross_validate
+from occlass.train.sweeps import CV_SUMMARY, summarize, summarize_folds
 
 
 def load_examples(data_dir: Path):

@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
-from occlass.data import TitlePairDataModule
+from occlass.data.datamodule import TitlePairDataModule
+from occlass.data.examples import assign_splits, group_examples, load_pairs
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.text import normalize_title
 from occlass.errors import DataError
-from occlass.examples import assign_splits, group_examples, load_pairs
-from occlass.taxonomy import Taxonomy
-from occlass.text import normalize_title
 
 
 def test_normalize_title():
@@ -176,7 +176,7 @@ def test_datamodule_batches(tiny_onet, tiny_bert):
 
 
 def test_summary_command(tiny_onet, capsys):
-    from occlass.data import main
+    from occlass.data.datamodule import main
 
     main([f"paths.data_dir={tiny_onet}"])
     out = capsys.readouterr().out

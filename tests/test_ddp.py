@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from helpers.tiny import ROOT
 from torch.utils.data import DataLoader, DistributedSampler
 
-from occlass.category_cache import CategoryCache
-from occlass.data import EpochSampler
-from occlass.encoder import Encoder
-from occlass.losses import ContrastiveLoss
-from occlass.training import train
+from occlass.data.datamodule import EpochSampler
+from occlass.model.category_cache import CategoryCache
+from occlass.model.encoder import Encoder
+from occlass.model.losses import ContrastiveLoss
+from occlass.train.job import train
 
 WORLD = 2
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers.tiny import ROOT
 
-from occlass.distributed_predict import RowRange, rank_rows
+from occlass.predict.distributed import RowRange, rank_rows
 
 INPUT = pd.DataFrame({  # 11 rows: not a multiple of 2 ranks or of chunk_rows=2
     "title": ["Registered Nurse", "Plumber", "", "Chief Executive", None, "python developer",

@@ -1,4 +1,4 @@
-"""make data: occlass.download copies a local mirror or downloads the release, all or nothing."""
+"""make data: occlass.data.download copies a local mirror or downloads the release, all or nothing."""
 
 import os
 import shutil
@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from occlass.download import MARKER, NEEDED, fetch, main
+from occlass.data.download import MARKER, NEEDED, fetch, main
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from occlass.encoder import Encoder, load_tokenizer, mean_pool, resolve_model
+from occlass.data.tokenizer import load_tokenizer, resolve_model
 from occlass.errors import OcclassError
+from occlass.model.encoder import Encoder, mean_pool
 
 
 def test_mean_pool_ignores_padding():

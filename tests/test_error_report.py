@@ -2,14 +2,14 @@ import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
-from occlass.error_report import (
+from occlass.data.taxonomy import Taxonomy
+from occlass.report.error_report import (
     PLOTS,
     REPORT_FILE,
     error_analysis_markdown,
     load_related,
     write_error_report,
 )
-from occlass.taxonomy import Taxonomy
 
 RN, LPN, DEV, ANALYST = "29-1141.00", "29-2061.00", "15-1252.00", "15-1211.00"
 # (title, valid codes, top-1 prediction, rank of the first valid code among the top 5 or None)

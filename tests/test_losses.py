@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from occlass.losses import ContrastiveLoss, contrastive_loss
+from occlass.model.losses import ContrastiveLoss, contrastive_loss
 
 
 def unit(x):

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from occlass.memory import ExemplarMemory, fuse
+from occlass.model.memory import ExemplarMemory, fuse
 
 
 def memory() -> ExemplarMemory:

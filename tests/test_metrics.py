@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from occlass.metrics import OccupationMetrics, valid_mask
+from occlass.model.metrics import OccupationMetrics, valid_mask
 
 # 4 categories: 0 and 1 share a broad group; 2 is in the same major group; 3 is elsewhere.
 LEVELS = {"major": [0, 0, 0, 1], "broad": [0, 0, 1, 2]}

@@ -11,10 +11,11 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from occlass.encoder import PACKAGED, Encoder, load_tokenizer, resolve_model
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.tokenizer import PACKAGED, load_tokenizer, resolve_model
 from occlass.errors import OcclassError
-from occlass.model_card import write_model_card, write_sentence_transformers_config
-from occlass.taxonomy import Taxonomy
+from occlass.model.encoder import Encoder
+from occlass.report.model_card import write_model_card, write_sentence_transformers_config
 
 st = pytest.importorskip("sentence_transformers")
 

@@ -4,10 +4,11 @@ Trainer."""
 import torch
 import torch.nn.functional as F
 
-from occlass.category_cache import Categories
-from occlass.encoder import Encoder, load_tokenizer
-from occlass.module import OccupationClassifier
-from occlass.taxonomy import Taxonomy
+from occlass.data.categories import Categories
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.tokenizer import load_tokenizer
+from occlass.model.encoder import Encoder
+from occlass.model.module import OccupationClassifier
 
 TITLES = ["registered nurse", "master plumber", "chief executive officer"]
 

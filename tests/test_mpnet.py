@@ -13,9 +13,9 @@ from helpers.tiny import ROOT
 from hydra import compose, initialize_config_dir
 
 from occlass import runs
-from occlass.encoder import Encoder
-from occlass.mpnet import DEFAULT_DEST, unpack
-from occlass.training import train
+from occlass.model.encoder import Encoder
+from occlass.model.mpnet import DEFAULT_DEST, unpack
+from occlass.train.job import train
 
 needs_mpnet = pytest.mark.skipif(not (DEFAULT_DEST / "config.json").is_file(),
                                  reason=f"{DEFAULT_DEST} not assembled: run `make mpnet`")

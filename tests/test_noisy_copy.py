@@ -4,7 +4,7 @@ import random
 
 from helpers.tiny import OCCUPATIONS, ROOT
 
-from occlass.text import normalize_title
+from occlass.data.text import normalize_title
 
 # bench/ is a folder of scripts, not a package: load the script by path.
 _spec = importlib.util.spec_from_file_location("noisy_copy", ROOT / "bench" / "noisy_copy.py")

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from helpers.tiny import OCCUPATIONS, ONET_DATA
 
-from occlass.postings import (
+from occlass.data.postings import (
     BENEFITS,
     BLURBS,
     EQUAL_OPPORTUNITY,
@@ -14,8 +14,8 @@ from occlass.postings import (
     pseudo_posting,
     pseudo_postings,
 )
-from occlass.taxonomy import Taxonomy
-from occlass.text import normalize_title
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.text import normalize_title
 
 TASKS = {
     "15-1252.00": [f"Write program module {i} in the main codebase." for i in range(12)],

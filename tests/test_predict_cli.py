@@ -12,10 +12,11 @@ from helpers.tables import write_table
 from helpers.tiny import ROOT
 from hydra import compose, initialize_config_dir
 
+from occlass.data.tabular_io import count_rows, read_chunks
 from occlass.errors import DataError, OcclassError
-from occlass.prediction import predict_job
-from occlass.predictor import Predictor
-from occlass.tabular_io import count_rows, read_chunks
+from occlass.predict.job import predict_job
+from occlass.predict.loader import load_run
+from occlass.predict.predictor import Predictor
 
 INPUT = pd.DataFrame({
     "title": ["Registered Nurse", "Plumber", "", None, "senior python developer"],
@@ -52,7 +53,7 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
     assert out["id"].tolist() == INPUT["id"].tolist()  # text stays text: leading zeros kept
     assert out["status"].tolist() == ["ok", "ok", "empty title", "empty title", "ok"]
     assert out.loc[2:3, PRED_COLUMNS].isna().all().all()
-    expected = Predictor.from_run(run_dir, tiny_onet).predict(
+    expected = Predictor(load_run(run_dir, tiny_onet)).predict(
         INPUT["title"], INPUT["description"], top_k=3).to_frame()
     ok = out["status"] == "ok"
     for column in PRED_COLUMNS:
@@ -69,7 +70,7 @@ def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):
             "columns.title=job_title", "columns.description=job_text")
     out = read(tmp_path / "out.csv")
     assert list(out.columns[:3]) == ["job_title", "job_text", "id"]
-    predictor = Predictor.from_run(run_dir, tiny_onet)
+    predictor = Predictor(load_run(run_dir, tiny_onet))
     with_text = predictor.predict(INPUT["title"], INPUT["description"]).scores[0]
     np.testing.assert_allclose(out.loc[0, [f"pred_score_{j}" for j in range(1, 6)]]
                                .astype(float), with_text, atol=1e-6)

@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from occlass import runs
-from occlass.category_cache import CategoryCache
-from occlass.encoder import Encoder, load_tokenizer
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import OcclassError
-from occlass.memory import ExemplarMemory
-from occlass.predictor import MAX_DESCRIPTION_LENGTH, Predictor
-from occlass.taxonomy import Taxonomy
+from occlass.model.category_cache import CategoryCache
+from occlass.model.encoder import Encoder
+from occlass.model.memory import ExemplarMemory
+from occlass.predict.loader import load_run, load_zero_shot
+from occlass.predict.predictor import MAX_DESCRIPTION_LENGTH, Predictor
 
 TITLES = ["Registered Nurse", "senior python developer", "Plumber", "CEO", "plumber"]
 DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.", "fixes pipes"]
@@ -23,7 +25,7 @@ DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.",
 
 @pytest.fixture(scope="module")
 def predictor(run_dir, tiny_onet) -> Predictor:
-    return Predictor.from_run(run_dir, tiny_onet, batch_size=2)  # several batches
+    return Predictor(load_run(run_dir, tiny_onet), batch_size=2)  # several batches
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_top_k_matches_brute_force(predictor, run_dir, tiny_onet):
 
 
 def test_batches_respect_the_size_and_token_limits(run_dir, tiny_onet, predictor):
-    small = Predictor.from_run(run_dir, tiny_onet, batch_size=3, batch_tokens=20)
+    small = Predictor(load_run(run_dir, tiny_onet), batch_size=3, batch_tokens=20)
     shapes = []
     forward = small.encoder.forward
     small.encoder.forward = lambda ids, mask: shapes.append(ids.shape) or forward(ids, mask)
@@ -81,7 +83,7 @@ def test_batches_respect_the_size_and_token_limits(run_dir, tiny_onet, predictor
 
 def test_a_fresh_run_cache_is_used_as_is(run_dir, tiny_onet, caplog):
     caplog.set_level(logging.INFO, logger="occlass")
-    predictor = Predictor.from_run(run_dir, tiny_onet)
+    predictor = Predictor(load_run(run_dir, tiny_onet))
     assert "category texts" not in caplog.text
     saved = CategoryCache.load(run_dir / runs.CACHE_FILE)
     assert torch.equal(predictor.embeddings, saved.embeddings)
@@ -101,7 +103,7 @@ def test_a_stale_or_missing_cache_is_rebuilt(run_copy, tiny_onet, caplog, damage
         CategoryCache(torch.zeros_like(good.embeddings), good.codes,
                       {**good.identity, damage: "something else"}).save(path)
     caplog.set_level(logging.INFO, logger="occlass")
-    predictor = Predictor.from_run(run_copy, tiny_onet)
+    predictor = Predictor(load_run(run_copy, tiny_onet))
     assert "encoding 12 category texts" in caplog.text
     torch.testing.assert_close(predictor.embeddings, good.embeddings)
     rebuilt = CategoryCache.load(path)
@@ -111,7 +113,7 @@ def test_a_stale_or_missing_cache_is_rebuilt(run_copy, tiny_onet, caplog, damage
 
 def test_another_max_category_length_is_encoded_in_memory_only(run_copy, tiny_onet):
     before = (run_copy / runs.CACHE_FILE).read_bytes()
-    predictor = Predictor.from_run(run_copy, tiny_onet, max_category_length=8)
+    predictor = Predictor(load_run(run_copy, tiny_onet, max_category_length=8))
     assert (run_copy / runs.CACHE_FILE).read_bytes() == before
     assert not torch.allclose(predictor.embeddings, CategoryCache.load(run_copy / runs.CACHE_FILE)
                               .embeddings)
@@ -122,7 +124,7 @@ def test_a_run_of_another_taxonomy_is_refused(run_dir, tiny_onet, tmp_path):
     with open(other / "Occupation Data.txt", "a", encoding="utf-8") as f:
         f.write("53-3032.00\tHeavy and Tractor-Trailer Truck Drivers\tDrive trucks.\n")
     with pytest.raises(OcclassError, match=r"another taxonomy .*12 codes.*13 codes"):
-        Predictor.from_run(run_dir, other)
+        Predictor(load_run(run_dir, other))
 
 
 @pytest.mark.parametrize("remove", [runs.RUN_FILE, runs.ENCODER_DIR])
@@ -130,7 +132,7 @@ def test_an_incomplete_run_is_refused(run_copy, tiny_onet, remove):
     target = run_copy / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(OcclassError, match=f"not a complete training run .*{remove}"):
-        Predictor.from_run(run_copy, tiny_onet)
+        Predictor(load_run(run_copy, tiny_onet))
 
 
 def test_empty_and_missing_titles_get_a_status_and_no_prediction(predictor):
@@ -151,7 +153,7 @@ def test_missing_descriptions_count_as_absent(predictor):
 
 
 def test_identical_inputs_are_encoded_once(run_dir, tiny_onet):
-    predictor = Predictor.from_run(run_dir, tiny_onet)
+    predictor = Predictor(load_run(run_dir, tiny_onet))
     encoded = []
     forward = predictor.encoder.forward
     predictor.encoder.forward = lambda ids, mask: encoded.append(len(ids)) or forward(ids, mask)
@@ -165,7 +167,7 @@ def test_identical_inputs_are_encoded_once(run_dir, tiny_onet):
 
 
 def test_inputs_are_truncated_to_max_input_length(run_dir, tiny_onet):
-    predictor = Predictor.from_run(run_dir, tiny_onet, max_input_length=8,
+    predictor = Predictor(load_run(run_dir, tiny_onet), max_input_length=8,
                                    max_description_length=8)
     lengths = []
     forward = predictor.encoder.forward
@@ -185,27 +187,27 @@ def test_top_k_is_capped_by_the_taxonomy_and_must_be_positive(predictor):
 
 
 def test_bf16_autocast_scores_close_to_fp32(run_dir, tiny_onet, predictor):
-    bf16 = Predictor.from_run(run_dir, tiny_onet, precision="bf16")
+    bf16 = Predictor(load_run(run_dir, tiny_onet), precision="bf16")
     expected = predictor.predict(TITLES, DESCRIPTIONS).scores
     np.testing.assert_allclose(bf16.predict(TITLES, DESCRIPTIONS).scores, expected, atol=0.02)
     with pytest.raises(OcclassError, match="precision"):
-        Predictor.from_run(run_dir, tiny_onet, precision="16")
+        Predictor(load_run(run_dir, tiny_onet), precision="16")
 
 
 def test_zero_shot_keeps_its_cache_at_cache_path(tiny_bert, tiny_onet, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="occlass")
     path = tmp_path / "zero-shot" / "category_cache.pt"
-    first = Predictor.zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path)
+    first = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert)), cache_path=path)
     assert CategoryCache.load(path).identity["recipe"] == "title_description"
     assert caplog.text.count("category texts") == 1
-    second = Predictor.zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path)
+    second = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert)), cache_path=path)
     assert caplog.text.count("category texts") == 1  # loaded, not rebuilt
     np.testing.assert_array_equal(first.predict(TITLES).scores, second.predict(TITLES).scores)
 
 
 @pytest.mark.integration
 def test_zero_shot_packaged_model_ranks_obvious_titles(packaged_minilm, tiny_onet):
-    predictor = Predictor.zero_shot(tiny_onet)
+    predictor = Predictor(load_zero_shot(tiny_onet))
     result = predictor.predict(["registered nurse", "python developer", "electrician"], top_k=3)
     assert [codes[0] for codes in result.codes] == ["29-1141.00", "15-1252.00", "47-2111.00"]
     assert (np.diff(result.scores, axis=1) <= 0).all()

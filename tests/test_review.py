@@ -13,18 +13,20 @@ from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 
 from occlass import runs
-from occlass.encoder import Encoder, load_tokenizer
+from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import DataError
-from occlass.memory import ExemplarMemory, fuse
-from occlass.predictor import Predictor
-from occlass.report import rebuild
+from occlass.model.encoder import Encoder
+from occlass.model.memory import ExemplarMemory, fuse
+from occlass.predict.loader import load_corrections, load_run
+from occlass.predict.predictor import Predictor
+from occlass.report.rebuild import rebuild
 
 TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
 
 
 @pytest.fixture(scope="module")
 def predictor(run_dir, tiny_onet) -> Predictor:
-    return Predictor.from_run(run_dir, tiny_onet)
+    return Predictor(load_run(run_dir, tiny_onet))
 
 
 def test_confidence_is_the_calibrated_probability_and_needs_review_follows_the_threshold(
@@ -40,7 +42,7 @@ def test_confidence_is_the_calibrated_probability_and_needs_review_follows_the_t
     np.testing.assert_allclose(result.confidence, expected.float().numpy(), atol=1e-5)
     middle = float(np.median(result.confidence))
     for threshold in (0.0, middle, 1.01):
-        strict = Predictor.from_run(run_dir, tiny_onet, review_below=threshold)
+        strict = Predictor(load_run(run_dir, tiny_onet), review_below=threshold)
         flagged = strict.predict(TITLES)
         assert list(flagged.needs_review) == list(flagged.confidence < threshold)
     frame = result.to_frame()
@@ -57,12 +59,13 @@ def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, ti
         label = codes.index(code)
         assert (title, label) in set(zip(memory.titles, memory.labels.tolist()))
         assert -1 <= float(similarity) <= 1
-    quiet = Predictor.from_run(run_dir, tiny_onet, evidence=False)
+    quiet = Predictor(load_run(run_dir, tiny_onet), evidence=False)
     result = quiet.predict(TITLES[:3])
     assert result.evidence is None and "pred_evidence_1" not in result.to_frame()
     path = write_table(pd.DataFrame({"title": ["Wireman"], "code": ["47-2031.00"]}),
                        tmp_path / "reviewed.csv")
-    quiet.add_corrections(path)  # evidence=false stays off with corrections
+    quiet.set_corrections(load_corrections(load_run(run_dir, tiny_onet), path))
+    # evidence=false stays off with corrections
     assert quiet.predict(TITLES[:3]).evidence is None
 
 
@@ -79,11 +82,11 @@ def test_corrections_decide_their_own_titles_and_leave_far_ones_alone(run_dir, t
     threshold = float(similarity[:3].min()) - 1e-4
     far = (similarity[3:] < threshold).numpy()
     assert far.sum() >= len(TITLES) // 2  # the check below covers most titles
-    predictor = Predictor.from_run(run_dir, tiny_onet, correction_threshold=threshold)
+    predictor = Predictor(load_run(run_dir, tiny_onet), correction_threshold=threshold)
     before = predictor.predict(TITLES).codes[:, 0]
     path = write_table(pd.DataFrame({"title": ["Wireman"], "code": ["47-2031.00"]}),
                        tmp_path / "reviewed.csv")
-    predictor.add_corrections(path)
+    predictor.set_corrections(load_corrections(load_run(run_dir, tiny_onet), path))
     after = predictor.predict(variants)
     assert list(after.codes[:, 0]) == ["47-2031.00"] * 3
     assert all(e.startswith("Wireman (") for e in after.evidence)
@@ -94,7 +97,7 @@ def test_a_bad_corrections_file_is_one_error_naming_its_line(run_dir, tiny_onet,
     path = write_table(pd.DataFrame({"title": ["Wireman", "Joiner"],
                                      "code": ["47-2031.00", "99-9999.99"]}), tmp_path / "bad.csv")
     with pytest.raises(DataError, match=r"line 3: code '99-9999.99' is not an occupation"):
-        Predictor.from_run(run_dir, tiny_onet).add_corrections(path)
+        load_run(run_dir, tiny_onet).with_corrections(path)
     result = subprocess.run([sys.executable, str(ROOT / "predict.py"), f"run={run_dir}",
                              f"data_dir={tiny_onet}", "text=Wireman", f"corrections={path}"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -1,4 +1,4 @@
-"""Grid and Optuna sweeps through train.py, and `python -m occlass.sweeps summarize`."""
+"""Grid and Optuna sweeps through train.py, and `python -m occlass.train.sweeps summarize`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from helpers.tiny import ROOT
 
 from occlass.cli import run_cli
-from occlass.sweeps import main, summarize
+from occlass.train.sweeps import main, summarize
 
 
 def fake_job(folder: Path, overrides: list[str], best: float | None, top_k: int = 5) -> None:

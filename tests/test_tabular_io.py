@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from occlass.errors import DataError
-from occlass.tabular_io import (
+from occlass.data.tabular_io import (
     MISSING_MARKERS,
     SUPPORTED,
     AtomicTableWriter,
@@ -26,6 +25,7 @@ from occlass.tabular_io import (
     is_missing_marker,
     read_chunks,
 )
+from occlass.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = [ext.lstrip(".") for ext in SUPPORTED]
@@ -414,7 +414,7 @@ def test_sigterm_turned_into_an_exception_leaves_no_trace(tmp_path):
     script = (
         "import signal, sys, time\n"
         "import pandas as pd\n"
-        "from occlass.tabular_io import AtomicTableWriter\n"
+        "from occlass.data.tabular_io import AtomicTableWriter\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
         f"with AtomicTableWriter({str(path)!r}) as w:\n"
         "    w.write(pd.DataFrame({'title': ['a']}))\n"

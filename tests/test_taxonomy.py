@@ -1,8 +1,8 @@
 import pytest
 from helpers.tiny import write_tiny_onet
 
+from occlass.data.taxonomy import Taxonomy, soc_hierarchy
 from occlass.errors import DataError
-from occlass.taxonomy import Taxonomy, soc_hierarchy
 
 
 def test_hierarchy_of_a_code():

@@ -7,12 +7,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from occlass import runs
-from occlass.category_cache import CategoryCache, build_category_cache
-from occlass.encoder import Encoder
 from occlass.errors import OcclassError
-from occlass.memory import FUSION_GRID, ExemplarMemory
-from occlass.metrics import metric_label
-from occlass.training import train
+from occlass.model.category_cache import CategoryCache, build_category_cache
+from occlass.model.encoder import Encoder
+from occlass.model.memory import FUSION_GRID, ExemplarMemory
+from occlass.model.metrics import metric_label
+from occlass.train.job import train
 
 
 @pytest.mark.parametrize("top_k", [5, 3])

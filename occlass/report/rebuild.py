@@ -1,6 +1,6 @@
 """Rebuild a run's error analysis (error_analysis.md and its plots) from the test predictions it
 saved: `python -m occlass.report RUN_DIR [--data-dir DIR] [--refit]` (--refit, or a run without
-saved predictions: measure the run again first, see `occlass.analysis`)."""
+saved predictions: measure the run again first, see `occlass.report.analysis`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from occlass import runs
-from occlass.analysis import analyse, training_memory
-from occlass.error_report import load_related, write_error_report
+from occlass.data.examples import split_examples
 from occlass.errors import OcclassError
-from occlass.examples import split_examples
-from occlass.predictor import Predictor, load_taxonomy
+from occlass.predict.loader import load_run, load_taxonomy
+from occlass.predict.predictor import Predictor
+from occlass.report.analysis import analyse, training_memory
+from occlass.report.error_report import load_related, write_error_report
 
 
 def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
@@ -25,8 +26,9 @@ def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
     info = runs.RunInfo.load(run_dir)
     taxonomy = load_taxonomy(data_dir, info.recipe)
     examples = split_examples(info.config["data"], data_dir, taxonomy)
-    predictor = Predictor.from_run(run_dir, data_dir)
-    predictor.memory = training_memory(predictor, examples)
+    parts = load_run(run_dir, data_dir)
+    parts.memory = training_memory(parts, examples)
+    predictor = Predictor(parts)
     weight, calibrator = analyse(Path(run_dir), predictor, examples, data_dir, info.n_tasks)
     info = dataclasses.replace(info, description_weight=weight,
                                calibration=None if calibrator is None else calibrator.to_dict())
@@ -65,8 +67,3 @@ def main() -> None:
     for path in rebuild(args.run_dir, args.data_dir, args.refit):
         print(path)
 
-
-if __name__ == "__main__":
-    from occlass.cli import run_cli
-
-    run_cli(main)

@@ -29,9 +29,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset
 
+from occlass.data.tabular_io import AtomicTableWriter, count_rows, read_chunks
 from occlass.errors import OcclassError
-from occlass.predictor import Predictor
-from occlass.tabular_io import AtomicTableWriter, count_rows, read_chunks
+from occlass.predict.loader import load_configured, predictor_options
+from occlass.predict.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class PredictModule(L.LightningModule):
         self.predictor = None
 
     def setup(self, stage: str) -> None:
-        self.predictor = Predictor.from_config(self.cfg,
-                                               device=str(self.trainer.strategy.root_device))
+        parts = load_configured(self.cfg, device=str(self.trainer.strategy.root_device))
+        self.predictor = Predictor(parts, **predictor_options(self.cfg))
 
     def predict_dataloader(self) -> DataLoader:
         cfg = self.cfg

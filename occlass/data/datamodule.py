@@ -1,5 +1,5 @@
 """The pair DataModule: training batches (input, category, partner title) and evaluation
-batches (input, valid codes) from the labelled titles of `occlass.examples`."""
+batches (input, valid codes) from the labelled titles of `occlass.data.examples`."""
 
 from __future__ import annotations
 
@@ -16,15 +16,23 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, RandomSampler
 
-from occlass.category_cache import Categories
-from occlass.encoder import load_tokenizer
+from occlass.data.categories import Categories
+from occlass.data.examples import (
+    SOURCES,
+    SPLITS,
+    Exemplars,
+    assign_splits,
+    exemplars_of,
+    group_examples,
+    load_pairs,
+    summarize,
+)
+from occlass.data.taxonomy import Taxonomy
+from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import DataError
-from occlass.examples import SOURCES, SPLITS, assign_splits, group_examples, load_pairs, summarize
-from occlass.memory import Exemplars, exemplars_of
-from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 class EpochSampler(RandomSampler):
     """Shuffles like Lightning's DDP `DistributedSampler` (permutation seeded by seed + epoch).
@@ -230,8 +238,3 @@ def main(argv: list[str] | None = None) -> None:
     examples = datamodule.load_examples()
     print(summarize(datamodule.pairs, examples))
 
-
-if __name__ == "__main__":
-    from occlass.cli import run_cli
-
-    run_cli(main)

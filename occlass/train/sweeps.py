@@ -1,4 +1,4 @@
-"""Sweep summaries: `python -m occlass.sweeps summarize DIR` tabulates a Hydra multirun folder.
+"""Sweep summaries: `python -m occlass.train.sweeps summarize DIR` tabulates a Hydra multirun folder.
 
 Each job folder of DIR (DIR/0, DIR/1, ...) holds `.hydra/overrides.yaml` and, once its run has
 finished, `metrics.json` (a cross-validated job, `cv.folds=K`: `cv_summary.json`, whose means it
@@ -179,7 +179,7 @@ def summarize_folds(run_dir: str | Path, folds: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m occlass.sweeps", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m occlass.train.sweeps", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("summarize", help="tabulate a multirun folder")
     command.add_argument("dir", type=Path, help="the sweep folder, e.g. multirun/DATE/TIME")

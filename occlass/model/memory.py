@@ -14,22 +14,11 @@ from pathlib import Path
 
 import torch
 
+from occlass.data.examples import Exemplars
 from occlass.errors import OcclassError
 from occlass.runs import write_atomic
 
 FUSION_GRID = tuple(i / 10 for i in range(11))  # the weights validation chooses among
-
-
-@dataclass(frozen=True)
-class Exemplars:
-    """Labelled titles as the encoder sees them: texts, category indices and token ids."""
-
-    titles: list[str]
-    labels: list[int]
-    token_ids: list[list[int]]
-
-    def __len__(self) -> int:
-        return len(self.titles)
 
 
 @dataclass
@@ -88,14 +77,6 @@ def fuse(category: torch.Tensor, exemplar: torch.Tensor, weight: float) -> torch
     keep their category similarity."""
     exemplar = torch.where(torch.isinf(exemplar), category, exemplar)
     return (1 - weight) * category + weight * exemplar
-
-
-def exemplars_of(examples, splits, tokenizer, max_length: int) -> Exemplars:
-    """The titles of `splits` among grouped examples (`occlass.examples`), once per code,
-    tokenised."""
-    part = examples[examples["split"].isin(splits)].explode("codes")
-    ids = tokenizer(list(part["title"]), truncation=True, max_length=max_length)["input_ids"]
-    return Exemplars(list(part["title"]), [int(c) for c in part["codes"]], ids)
 
 
 def build_memory(encoder, exemplars: Exemplars, n_codes: int, pad_id: int,

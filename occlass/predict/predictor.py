@@ -1,11 +1,12 @@
-"""The prediction library: rank the occupations of a taxonomy for job titles with a trained run's
-encoder (or the packaged zero-shot model) against its category cache. No Lightning, no files:
-`occlass.prediction` streams tables through it for `predict.py`."""
+"""The prediction library: rank the occupations of a taxonomy for job titles with a run's parts
+(`occlass.predict.loader`). It encodes, scores, ranks and explains; it loads nothing and reads no
+files: `occlass.predict.job` streams tables through it for `predict.py`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,32 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from occlass.calibration import Calibrator
-from occlass.category_cache import (
-    Categories,
-    CategoryCache,
-    build_category_cache,
-    weights_fingerprint,
-)
-from occlass.encoder import PACKAGED, Encoder, load_tokenizer
+from occlass.data.tabular_io import is_missing_marker
 from occlass.errors import DataError, OcclassError
-from occlass.examples import load_labelled_file, load_pairs
-from occlass.memory import ExemplarMemory, Exemplars, build_memory, fuse
-from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RunInfo
-from occlass.tabular_io import is_missing_marker
-from occlass.taxonomy import Taxonomy
+from occlass.model.memory import ExemplarMemory, fuse
+from occlass.predict.loader import RunParts
 
 log = logging.getLogger(__name__)
 
-# Zero-shot defaults, as in conf/data/onet.yaml.
-RECIPE = "title_description"
-N_TASKS = 3
-MAX_INPUT_LENGTH = 32
-MAX_CATEGORY_LENGTH = 64
 PRECISIONS = ("32", "bf16")
 MAX_DESCRIPTION_LENGTH = 256
-DESCRIPTION_WEIGHT = 0.5   # until a run records the one chosen on validation
-ZERO_SHOT_FUSION = 0.5
 CORRECTION_THRESHOLD = 0.92  # a correction decides a title at least this similar to it
 # (bench/review.py: 0.85 took 4.5 points from unrelated titles, 0.92 none, 0.95 fewer variants)
 
@@ -89,49 +73,6 @@ class Predictions:
         return pd.DataFrame({**columns, "status": self.status}, index=index)
 
 
-def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
-    """The O*NET release in `data_dir`, with task statements if the recipe uses them."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
-                        "(or run `make data`)")
-    return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
-
-
-def onet_exemplars(data_dir: str | Path, taxonomy: Taxonomy, tokenizer,
-                   max_length: int) -> Exemplars:
-    """O*NET's own titles (occupation, alternate, short, reported) with their codes."""
-    pairs = load_pairs(data_dir, taxonomy).drop_duplicates(["title", "code"])
-    ids = tokenizer(list(pairs["title"]), truncation=True, max_length=max_length)["input_ids"]
-    return Exemplars(list(pairs["title"]), [taxonomy.index[c] for c in pairs["code"]], ids)
-
-
-def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, max_length: int,
-                exemplars: Exemplars | None = None) -> ExemplarMemory:
-    """The exemplar memory at `path` if it was built with `encoder`'s weights (and, given
-    `exemplars`, from them); else encoded again from `exemplars` or the stale memory's titles
-    (and saved to `path`, when given and writable)."""
-    identity = {"weights": weights_fingerprint(encoder)}
-    memory = ExemplarMemory.load(path) if path is not None and Path(path).is_file() else None
-    if memory is not None and exemplars is not None and memory.titles != exemplars.titles:
-        memory = None
-    if memory is not None and memory.identity == identity and memory.n_codes == n_codes:
-        return memory
-    if exemplars is None:
-        if memory is None:
-            raise OcclassError(f"{path}: exemplar memory not found; the run is incomplete")
-        ids = tokenizer(memory.titles, truncation=True, max_length=max_length)["input_ids"]
-        exemplars = Exemplars(memory.titles, memory.labels.tolist(), ids)
-    log.info("encoding the exemplar memory (%d titles)", len(exemplars))
-    memory = build_memory(encoder, exemplars, n_codes, tokenizer.pad_token_id, identity)
-    if path is not None:
-        try:
-            memory.save(path)
-        except OSError as err:
-            log.warning("cannot save the exemplar memory (%s); keeping it in memory", err)
-    return memory
-
-
 def _is_marker(values: pd.Series) -> np.ndarray:
     """Where a value is a missing-value marker such as "NA" or "null" (not "" or a real null)."""
     blank = values.astype("string").str.strip().eq("")
@@ -148,139 +89,49 @@ class Predictor:
 
     A title's score for a code is its cosine similarity to the code's category text, fused with
     its best similarity to the code's exemplars (`memory`, weight `fusion_weight`; see
-    `occlass.memory`). A description is encoded on its own, and its category similarity, times
-    `description_weight`, is added (late fusion): a title-only row scores as it would without.
-    `titles` are the occupation titles of the cache's codes, in the same order. A forward pass
-    takes at most `batch_size` inputs and `batch_tokens` tokens (padding included).
+    `occlass.model.memory`). A description is encoded on its own, and its category similarity,
+    times `description_weight`, is added (late fusion): a title-only row scores as it would
+    without. Built from a run's parts (`occlass.predict.loader`). A forward pass takes at most
+    `batch_size` inputs and `batch_tokens` tokens (padding included).
     """
 
-    def __init__(self, encoder: Encoder, tokenizer, cache: CategoryCache, titles: Sequence[str],
-                 max_input_length: int, batch_size: int = 256, batch_tokens: int = 2048,
-                 precision: str = "32", device: str = "cpu", memo_size: int = 100_000,
-                 memory: ExemplarMemory | None = None, fusion_weight: float = 0.5,
-                 description_weight: float = DESCRIPTION_WEIGHT,
+    def __init__(self, parts: RunParts, max_input_length: int | None = None,
+                 batch_size: int = 256, batch_tokens: int = 2048, precision: str = "32",
+                 memo_size: int = 100_000, evidence: bool = True,
+                 review_below: float | None = None,
                  max_description_length: int = MAX_DESCRIPTION_LENGTH,
-                 calibrator: Calibrator | None = None, evidence: bool = True,
-                 corrections: ExemplarMemory | None = None,
                  correction_threshold: float = CORRECTION_THRESHOLD):
         if str(precision) not in PRECISIONS:
             raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-        self.device = torch.device(device)
-        self.encoder = encoder.eval().to(self.device)
-        self.tokenizer = tokenizer
-        self.embeddings = cache.embeddings.to(self.device)
-        self.codes = np.array(cache.codes, dtype=object)
-        self.titles = np.array(titles, dtype=object)
-        self.max_input_length = max_input_length
+        self.encoder = parts.encoder.eval()
+        self.device = next(self.encoder.parameters()).device
+        self.tokenizer = parts.tokenizer
+        self.embeddings = parts.cache.embeddings.to(self.device)
+        self.codes = np.array(parts.cache.codes, dtype=object)
+        self.titles = np.array(parts.taxonomy.titles, dtype=object)
+        self.max_input_length = max_input_length or parts.max_input_length
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.bf16 = str(precision) == "bf16"
         self.memo_size = memo_size
-        self.memory = None if memory is None else memory.to(self.device)
-        self.fusion_weight = fusion_weight
-        self.description_weight = description_weight
+        self.memory = None if parts.memory is None else parts.memory.to(self.device)
+        self.fusion_weight = parts.fusion_weight
+        self.description_weight = parts.description_weight
         self.max_description_length = max_description_length
-        self.calibrator = calibrator
+        self.calibrator = parts.calibrator
+        if self.calibrator is not None and review_below is not None:
+            self.calibrator = dataclasses.replace(self.calibrator, review_below=review_below)
         self.evidence = evidence and self.memory is not None
-        self.corrections = None if corrections is None else corrections.to(self.device)
+        self.corrections = (None if parts.corrections is None
+                            else parts.corrections.to(self.device))
         self.correction_threshold = correction_threshold
         self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
 
-    @classmethod
-    def from_run(cls, run_dir: str | Path, data_dir: str | Path,
-                 max_input_length: int | None = None, max_category_length: int | None = None,
-                 device: str = "cpu", review_below: float | None = None,
-                 **options) -> Predictor:
-        """Load a training run's encoder and category cache (rebuilt if stale) for the taxonomy
-        in `data_dir`, which must be the one the run was trained on."""
-        run_dir = Path(run_dir)
-        info = RunInfo.load(run_dir)
-        if not (run_dir / ENCODER_DIR / "config.json").is_file():
-            raise OcclassError(f"{run_dir}: not a complete training run (no "
-                               f"{ENCODER_DIR}/config.json); point run= at a folder written by "
-                               "train.py")
-        taxonomy = load_taxonomy(data_dir, info.recipe)
-        if (info.taxonomy_fingerprint, info.n_codes) != (taxonomy.fingerprint, len(taxonomy)):
-            raise OcclassError(
-                f"{run_dir} was trained on another taxonomy (O*NET {info.taxonomy_version}, "
-                f"{info.n_codes} codes) than the one in {data_dir} (O*NET {taxonomy.version}, "
-                f"{len(taxonomy)} codes); set data_dir= to the release the run was trained on")
-        encoder_dir = run_dir / ENCODER_DIR
-        encoder, tokenizer = Encoder(encoder_dir).to(device), load_tokenizer(encoder_dir)
-        length = max_category_length or info.max_category_length
-        categories = Categories.from_taxonomy(taxonomy, tokenizer, info.recipe, info.n_tasks,
-                                              length)
-        # The run's own cache; one for an overridden length is built in memory only.
-        path = run_dir / CACHE_FILE if length == info.max_category_length else None
-        cache = build_category_cache(encoder, categories, path)
-        memory = None
-        if info.fusion_weight is not None:
-            memory = load_memory(run_dir / MEMORY_FILE, encoder, tokenizer, len(taxonomy),
-                                 info.max_input_length)
-        weights = {"fusion_weight": info.fusion_weight or 0.0}
-        if info.description_weight is not None:
-            weights["description_weight"] = info.description_weight
-        if info.calibration is not None:
-            calibrator = Calibrator.from_dict(info.calibration)
-            if review_below is not None:
-                calibrator.review_below = review_below
-            weights["calibrator"] = calibrator
-        return cls(encoder, tokenizer, cache, taxonomy.titles,
-                   max_input_length or info.max_input_length, device=device, memory=memory,
-                   **weights, **options)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, device: str | None = None) -> Predictor:
-        """The predictor that `predict.py`'s options (conf/predict.yaml) describe: the run
-        `cfg["run"]`, or the zero-shot model when it is null; on `device` (default cfg's)."""
-        options = {"max_input_length": cfg["max_input_length"],
-                   "max_category_length": cfg["max_category_length"],
-                   "device": device or cfg["device"], "batch_size": cfg["batch_size"],
-                   "batch_tokens": cfg["batch_tokens"], "precision": str(cfg["precision"]),
-                   "evidence": cfg.get("evidence", True)}
-        if cfg["run"] is None:
-            predictor = cls.zero_shot(cfg["data_dir"], cache_path=cfg["zero_shot_cache"],
-                                      **options)
-        else:
-            predictor = cls.from_run(cfg["run"], cfg["data_dir"],
-                                     review_below=cfg.get("review_below"), **options)
-        if cfg.get("corrections"):
-            predictor.add_corrections(cfg["corrections"])
-        return predictor
-
-    def add_corrections(self, path: str | Path) -> None:
-        """Reviewed titles (a CSV/JSONL/Parquet of title, code) that decide the answer for the
-        titles nearly equal to them, for this predictor only (no retraining); the same file
-        serves as `data.extra_files` for the next training run. An unknown or malformed code is
-        a DataError naming its line: nothing is used from a half-read file."""
-        index = {code: i for i, code in enumerate(self.codes)}
-        frame = load_labelled_file(path, set(index))
-        ids = self.tokenizer(list(frame["title"]), truncation=True,
-                             max_length=self.max_input_length)["input_ids"]
-        exemplars = Exemplars(list(frame["title"]), [index[c] for c in frame["code"]], ids)
-        with torch.inference_mode():
-            self.corrections = build_memory(self.encoder, exemplars, len(self.codes),
-                                            self.pad_id, {}).to(self.device)
+    def set_corrections(self, corrections: ExemplarMemory | None) -> None:
+        """Reviewed titles (`occlass.predict.loader.load_corrections`) that decide the answer for
+        the titles nearly equal to them, from now on (remembered answers are forgotten)."""
+        self.corrections = None if corrections is None else corrections.to(self.device)
         self._memo.clear()
-
-    @classmethod
-    def zero_shot(cls, data_dir: str | Path, model: str = PACKAGED,
-                  cache_path: str | Path | None = None, max_input_length: int | None = None,
-                  max_category_length: int | None = None, device: str = "cpu",
-                  **options) -> Predictor:
-        """An untrained model (the packaged all-MiniLM-L6-v2 by default) with "title_description"
-        category texts; the category cache is kept at `cache_path` if given."""
-        taxonomy = load_taxonomy(data_dir, RECIPE)
-        encoder, tokenizer = Encoder(model).to(device), load_tokenizer(model)
-        categories = Categories.from_taxonomy(taxonomy, tokenizer, RECIPE, N_TASKS,
-                                              max_category_length or MAX_CATEGORY_LENGTH)
-        cache = build_category_cache(encoder, categories, cache_path)
-        exemplars = onet_exemplars(data_dir, taxonomy, tokenizer, MAX_INPUT_LENGTH)
-        memory = load_memory(Path(cache_path).with_name(MEMORY_FILE) if cache_path else None,
-                             encoder, tokenizer, len(taxonomy), MAX_INPUT_LENGTH, exemplars)
-        return cls(encoder, tokenizer, cache, taxonomy.titles,
-                   max_input_length or MAX_INPUT_LENGTH, device=device, memory=memory,
-                   fusion_weight=ZERO_SHOT_FUSION, **options)
 
     def predict(self, titles: Sequence, descriptions: Sequence | None = None,
                 top_k: int = 5) -> Predictions:

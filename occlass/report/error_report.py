@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from occlass.calibration import expected_calibration_error, reliability_bins
+from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
+from occlass.model.calibration import expected_calibration_error, reliability_bins
 from occlass.runs import write_atomic
-from occlass.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
 
 RELATED_FILE = "Related Occupations.txt"
 REPORT_FILE = "error_analysis.md"

@@ -12,13 +12,15 @@ import pandas as pd
 import torch
 
 from occlass import runs
-from occlass.calibration import Calibrator, fit_calibrator
-from occlass.error_report import load_related, write_error_report
-from occlass.memory import ExemplarMemory, build_memory, exemplars_of, fuse
-from occlass.postings import pseudo_postings
-from occlass.predictor import Predictor
+from occlass.data.examples import exemplars_of
+from occlass.data.postings import pseudo_postings
+from occlass.data.taxonomy import Taxonomy
+from occlass.model.calibration import Calibrator, fit_calibrator
+from occlass.model.memory import ExemplarMemory, build_memory, fuse
+from occlass.predict.loader import RunParts
+from occlass.predict.predictor import Predictor
+from occlass.report.error_report import load_related, write_error_report
 from occlass.runs import write_atomic
-from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 DESCRIPTION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -37,18 +39,18 @@ def valid_codes(codes: list[list[int]], n_codes: int) -> torch.Tensor:
     return valid
 
 
-def training_memory(predictor: Predictor, examples: pd.DataFrame) -> ExemplarMemory:
-    """The predictor's encoder over the training titles only: the memory evaluation uses."""
-    exemplars = exemplars_of(examples, ("train",), predictor.tokenizer,
-                             predictor.max_input_length)
-    return build_memory(predictor.encoder, exemplars, len(predictor.codes), predictor.pad_id, {})
+def training_memory(parts: RunParts, examples: pd.DataFrame) -> ExemplarMemory:
+    """The run's encoder over the training titles only: the memory evaluation uses."""
+    exemplars = exemplars_of(examples, ("train",), parts.tokenizer, parts.max_input_length)
+    return build_memory(parts.encoder, exemplars, len(parts.taxonomy),
+                        parts.tokenizer.pad_token_id, {})
 
 
 def choose_description_weight(predictor: Predictor, val, taxonomy: Taxonomy, n_tasks: int,
                               limit: int = 2000) -> float | None:
     """The weight of a description's category similarity (late fusion) that gives the best
     top-1 on pseudo job ads of validation titles (task statements that training never uses, in
-    ad boilerplate: `occlass.postings`)."""
+    ad boilerplate: `occlass.data.postings`)."""
     val = val.head(limit)
     ads = pseudo_postings(list(val["title"]), [taxonomy.codes[c[0]] for c in val["codes"]],
                           taxonomy.tasks, seed=0, category_n_tasks=n_tasks)

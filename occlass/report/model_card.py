@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from occlass.encoder import PACKAGED
+from occlass.data.tokenizer import PACKAGED
 from occlass.errors import OcclassError
 from occlass.runs import write_atomic
 
@@ -207,7 +207,7 @@ OCCUPATION_TEXTS = {
 """,
 }
 # Other recipes (the task statements are ranked and chosen per occupation): occlass builds them.
-OCCLASS_TEXTS = """from occlass.taxonomy import Taxonomy
+OCCLASS_TEXTS = """from occlass.data.taxonomy import Taxonomy
 
 taxonomy = Taxonomy.load("path/to/onet", with_tasks=True)
 codes = taxonomy.codes
@@ -335,9 +335,9 @@ python predict.py run=path/to/run input=titles.csv output=coded.csv
 or from Python:
 
 ```python
-from occlass.predictor import Predictor
+from occlass.predict import Predictor, load_run
 
-predictor = Predictor.from_run("path/to/run", data_dir="data/onet-{taxonomy_version}")
+predictor = Predictor(load_run("path/to/run", data_dir="data/onet-{taxonomy_version}"))
 predictions = predictor.predict(["senior python developer"], top_k=5)
 ```
 

@@ -7,13 +7,14 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from occlass.tabular_io import read_chunks
-from occlass.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
-from occlass.text import input_text, normalize_title
+from occlass.data.tabular_io import read_chunks
+from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
+from occlass.data.text import input_text, normalize_title
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +173,23 @@ def split_examples(data: dict, data_dir: str | Path, taxonomy: Taxonomy) -> pd.D
                                       data["split_seed"], holdout=data.get("holdout", "splits"),
                                       fold=data.get("fold"), folds=data.get("folds"))
     return examples
+
+
+@dataclass(frozen=True)
+class Exemplars:
+    """Labelled titles as the encoder sees them: texts, category indices and token ids."""
+
+    titles: list[str]
+    labels: list[int]
+    token_ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+
+def exemplars_of(examples, splits, tokenizer, max_length: int) -> Exemplars:
+    """The titles of `splits` among grouped examples (`group_examples`), once per code,
+    tokenised."""
+    part = examples[examples["split"].isin(splits)].explode("codes")
+    ids = tokenizer(list(part["title"]), truncation=True, max_length=max_length)["input_ids"]
+    return Exemplars(list(part["title"]), [int(c) for c in part["codes"]], ids)

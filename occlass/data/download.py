@@ -1,6 +1,6 @@
 """Fill the O*NET data folder: copy a local mirror if there is one, else download the release.
 
-    python -m occlass.download --dest data/onet-29.3 [--mirror ../shared/data/onet-29.3]
+    python -m occlass.data.download --dest data/onet-29.3 [--mirror ../shared/data/onet-29.3]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from occlass.taxonomy import OCCUPATIONS_FILE
+from occlass.data.taxonomy import OCCUPATIONS_FILE
 
 RELEASE_URL = "https://www.onetcenter.org/dl_files/database/db_29_3_text.zip"
 NEEDED = (OCCUPATIONS_FILE, "Alternate Titles.txt", "Sample of Reported Titles.txt",

@@ -11,12 +11,14 @@ import torch.distributed as dist
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from occlass.category_cache import Categories, CategoryCache, weights_fingerprint
-from occlass.encoder import Encoder
-from occlass.losses import ContrastiveLoss
-from occlass.memory import FUSION_GRID, ExemplarMemory, Exemplars, fuse
-from occlass.metrics import GridAccuracy, OccupationMetrics, valid_mask
-from occlass.taxonomy import SOC_LEVELS, level_ids
+from occlass.data.categories import Categories
+from occlass.data.examples import Exemplars
+from occlass.data.taxonomy import SOC_LEVELS, level_ids
+from occlass.model.category_cache import CategoryCache, cache_identity, weights_fingerprint
+from occlass.model.encoder import Encoder
+from occlass.model.losses import ContrastiveLoss
+from occlass.model.memory import FUSION_GRID, ExemplarMemory, fuse
+from occlass.model.metrics import GridAccuracy, OccupationMetrics, valid_mask
 
 
 class OccupationClassifier(L.LightningModule):
@@ -88,7 +90,7 @@ class OccupationClassifier(L.LightningModule):
     # -- category cache ---------------------------------------------------------------------
     def refresh_category_cache(self) -> CategoryCache:
         """Rebuild the cache unless it was built from these very weights, taxonomy and recipe."""
-        identity = self.categories.identity_with(self.encoder)
+        identity = cache_identity(self.categories, self.encoder)
         if self.category_cache is None or self.category_cache.identity != identity:
             embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id)
             self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)

@@ -1,8 +1,8 @@
 """The category-embedding cache: an (n_codes × dim) matrix with the identity of what produced it.
 
 The matrix is derived from the encoder weights and the category texts (taxonomy, recipe, task
-statements, descriptions) at a max length. `Categories` holds those texts as token ids with their
-identity; `CategoryCache` the matrix with the identity plus the weights' checksum; and
+statements, descriptions) at a max length. `occlass.data.categories.Categories` holds those texts
+as token ids with their identity; `CategoryCache` the matrix with the identity plus the weights' checksum; and
 `build_category_cache` reuses a saved cache only when every part of that identity matches.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from occlass.encoder import Encoder
+from occlass.data.categories import Categories
 from occlass.errors import OcclassError
+from occlass.model.encoder import Encoder
 from occlass.runs import write_atomic
-from occlass.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -34,39 +34,9 @@ def weights_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def texts_fingerprint(texts: list[str]) -> str:
-    """Checksum of the category texts, in order."""
-    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Categories:
-    """The occupations as the encoder sees them: codes, titles, tokenised category texts, and
-    the identity of those texts (without the encoder weights)."""
-
-    codes: list[str]
-    titles: list[str]
-    token_ids: list[list[int]]
-    pad_id: int
-    identity: dict[str, str]
-
-    @classmethod
-    def from_taxonomy(cls, taxonomy: Taxonomy, tokenizer, recipe: str, n_tasks: int,
-                      max_length: int) -> Categories:
-        texts = taxonomy.category_texts(recipe, n_tasks)
-        identity = {"taxonomy": taxonomy.fingerprint, "taxonomy_version": taxonomy.version,
-                    "recipe": recipe, "texts": texts_fingerprint(texts),
-                    "max_category_length": str(max_length)}
-        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        return cls(list(taxonomy.codes), list(taxonomy.titles), ids, tokenizer.pad_token_id,
-                   identity)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def identity_with(self, encoder: nn.Module) -> dict[str, str]:
-        """The identity of these categories' matrix under `encoder`'s weights."""
-        return {**self.identity, "weights": weights_fingerprint(encoder)}
+def cache_identity(categories: Categories, encoder: nn.Module) -> dict[str, str]:
+    """The identity of `categories`' matrix under `encoder`'s weights."""
+    return {**categories.identity, "weights": weights_fingerprint(encoder)}
 
 
 @dataclass
@@ -94,7 +64,7 @@ def build_category_cache(encoder: Encoder, categories: Categories,
     """The category matrix of `encoder` in fp32: the cache at `path` if its identity matches,
     else encoded (and saved to `path`, when given and writable). Training exports its cache
     with this function, so a rebuilt cache equals the exported one."""
-    identity = categories.identity_with(encoder)
+    identity = cache_identity(categories, encoder)
     if path is not None and Path(path).is_file():
         try:
             cache = CategoryCache.load(path)

@@ -18,15 +18,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from occlass import runs, sweeps
-from occlass.analysis import analyse
-from occlass.category_cache import build_category_cache, weights_fingerprint
-from occlass.error_report import REPORT_FILE as ERROR_REPORT
+from occlass.data.examples import SPLITS, Exemplars
 from occlass.errors import OcclassError
-from occlass.examples import SPLITS
-from occlass.memory import ExemplarMemory, Exemplars, build_memory
-from occlass.metrics import report_table
-from occlass.model_card import write_model_card, write_sentence_transformers_config
-from occlass.predictor import Predictor
+from occlass.model.category_cache import build_category_cache, weights_fingerprint
+from occlass.model.memory import ExemplarMemory, build_memory
+from occlass.model.metrics import report_table
+from occlass.predict.loader import RunParts
+from occlass.predict.predictor import Predictor
+from occlass.report.analysis import analyse
+from occlass.report.error_report import REPORT_FILE as ERROR_REPORT
+from occlass.report.model_card import write_model_card, write_sentence_transformers_config
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,9 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
 
 def evaluation_predictor(model, datamodule) -> Predictor:
     """The trained model as prediction uses it, with the training titles' memory only."""
-    return Predictor(model.encoder, datamodule.tokenizer, model.category_cache,
-                     datamodule.taxonomy.titles, datamodule.hparams.max_input_length,
-                     device=model.device, memory=model.memory,
-                     fusion_weight=float(model.fusion_weight))
+    return Predictor(RunParts(model.encoder, datamodule.tokenizer, datamodule.taxonomy,
+                              model.category_cache, datamodule.hparams.max_input_length,
+                              memory=model.memory, fusion_weight=float(model.fusion_weight)))
 
 
 def memory_of(encoder, exemplars: Exemplars, n_codes: int, pad_id: int) -> ExemplarMemory:
