@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from occlass import runs, sweeps
+from occlass import runs
 from occlass.data.examples import SPLITS, Exemplars
 from occlass.errors import OcclassError
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
@@ -28,6 +28,7 @@ from occlass.predict.predictor import Predictor
 from occlass.report.analysis import analyse
 from occlass.report.error_report import REPORT_FILE as ERROR_REPORT
 from occlass.report.model_card import write_model_card, write_sentence_transformers_config
+from occlass.train import sweeps
 
 log = logging.getLogger(__name__)
 
