@@ -1,4 +1,4 @@
-"""Accuracy on four kinds of input, against the baselines and an ablation, written to BENCHMARKS.md.
+"""Accuracy on five kinds of input, against the baselines and an ablation, written to BENCHMARKS.md.
 
     .venv/bin/python bench/accuracy.py --run RUN_DIR [--ablation NAME=RUN_DIR ...] [--section S]
 
@@ -6,8 +6,10 @@ Sets (from the run's own data config and split):
 - test: the test-split titles (never trained on);
 - reported: O*NET's reported titles that only workers reported (the "reported" split, kept out
   of training and out of the evaluation memory): the closest stand-in for real inputs;
-- noisy: the test titles made noisy by `bench/noisy_copy.py` (other code than the training
-  augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
+- noisy (seen): the test titles made noisy by `bench/noisy_copy.py`'s "seen" rules (other code,
+  same kinds as the training augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
+- noisy (unseen): the test titles made noisy by its "unseen" rules, kinds the training never
+  makes: British and gender-neutral forms, run-together words, tags, numbers, banners;
 - postings: pseudo job ads of the test titles (`occlass.data.postings`: task statements that training
   never uses, in company, benefits and equal-opportunity boilerplate), with their titles.
 Baselines: TF-IDF and zero-shot (packaged MiniLM) nearest-neighbour over the training titles,
@@ -40,7 +42,7 @@ from occlass.model.memory import build_memory, fuse
 from occlass.predict.loader import RunParts
 from occlass.predict.predictor import Predictor
 
-SETS = ("test", "reported", "noisy", "postings")
+SETS = ("test", "reported", "noisy (seen)", "noisy (unseen)", "postings")
 
 
 def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int = 1):
@@ -55,7 +57,8 @@ def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int 
     sets = {
         "test": (list(test["title"]), None, list(test["codes"])),
         "reported": (list(part["reported"]["title"]), None, list(part["reported"]["codes"])),
-        "noisy": (noisy_copy(list(test["title"]), seed=seed), None, list(test["codes"])),
+        **{f"noisy ({rules})": (noisy_copy(list(test["title"]), seed, rules), None,
+                                list(test["codes"])) for rules in ("seen", "unseen")},
         "postings": (list(test["title"][has_ad]), [a for a in ads if a],
                      list(test["codes"][has_ad])),
     }
