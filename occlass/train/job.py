@@ -217,7 +217,8 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     write_model_card(out / runs.ENCODER_DIR, base_model=model.encoder.name,
                      taxonomy_version=taxonomy.version,
                      config=OmegaConf.to_container(cfg, resolve=True),
-                     metrics={"before": before, "after": after}, n_codes=len(taxonomy))
+                     metrics={"before": before, "after": after}, n_codes=len(taxonomy),
+                     fusion_weight=fusion_weight)
     runs.write_json(out / runs.METRICS_FILE, {
         "before": before, "after": after,
         "objective": {"metric": cfg.optimized_metric, "value": best}})
