@@ -114,7 +114,8 @@ def test_description_weight_is_the_grid_value_with_the_best_top1_on_validation_a
         hits.append(sum(taxonomy.index[code] in codes for code, codes
                         in zip(top["pred_code_1"], val["codes"][has_ad])))
     best = max(hits)
-    assert hits.count(best) == 1 and hits[0] < best > hits[-1]  # one best, inside the grid
+    # The case is only a test if one weight inside the grid is best (here 0.5: 5 of 11).
+    assert hits.count(best) == 1 and hits[0] < best > hits[-1], hits
     assert chosen == analysis.DESCRIPTION_GRID[hits.index(best)]
 
 
