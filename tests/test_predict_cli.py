@@ -24,7 +24,9 @@ INPUT = pd.DataFrame({
     "id": ["007", "008", "009", "010", "011"],
 })
 PRED_COLUMNS = [f"pred_{name}_{j}" for name in ("code", "title", "score") for j in (1, 2, 3)]
-REVIEW_COLUMNS = ["confidence", "needs_review", "pred_evidence_1"]
+SOC_COLUMNS = [f"soc_{name}_{j}" for name in ("code", "title") for j in (1, 2, 3)]
+REVIEW_COLUMNS = ["confidence", "coded_level", "coded_code", "coded_title", "coded_confidence",
+                  "needs_review", "pred_evidence_1"]
 
 
 @pytest.fixture
@@ -49,19 +51,21 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
     assert count_rows(source) == len(INPUT)
     predict(f"input={source}", f"output={tmp_path / f'out.{ext}'}", "top_k=3", "chunk_rows=2")
     out = read(tmp_path / f"out.{ext}")
-    assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, *REVIEW_COLUMNS, "status"]
+    assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, *SOC_COLUMNS, *REVIEW_COLUMNS,
+                                 "status"]
     assert out["id"].tolist() == INPUT["id"].tolist()  # text stays text: leading zeros kept
     assert out["status"].tolist() == ["ok", "ok", "empty title", "empty title", "ok"]
     assert out.loc[2:3, PRED_COLUMNS].isna().all().all()
     expected = Predictor(load_run(run_dir, tiny_onet)).predict(
         INPUT["title"], INPUT["description"], top_k=3).to_frame()
     ok = out["status"] == "ok"
-    for column in PRED_COLUMNS:
-        if "score" in column:
+    for column in PRED_COLUMNS + SOC_COLUMNS + REVIEW_COLUMNS[:-2]:
+        if "score" in column or "confidence" in column:
             np.testing.assert_allclose(out.loc[ok, column].astype(float), expected[column][ok],
                                        atol=1e-5)
         else:
-            assert out.loc[ok, column].tolist() == expected.loc[ok, column].tolist()
+            assert (out.loc[ok, column].fillna("").astype(str).tolist()
+                    == expected.loc[ok, column].fillna("").astype(str).tolist())
 
 
 def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):
@@ -130,10 +134,12 @@ def test_an_interrupted_run_leaves_no_output(predict, tmp_path, monkeypatch):
 
 def test_text_prints_a_ranked_table(predict, tiny_onet, capsys):
     predict('text="registered nurse"', "top_k=3")
-    header, *rows, confidence, evidence = capsys.readouterr().out.strip().splitlines()
+    header, *rows, coded, confidence, evidence = capsys.readouterr().out.strip().splitlines()
     assert header.split() == ["rank", "code", "title", "score"]
-    assert re.fullmatch(r"confidence 0\.\d\d that \d\d-\d{4}\.\d\d is right( \(needs review\))?",
-                        confidence)
+    assert re.fullmatch(r"coded [-.\d]+ \((O\*NET-SOC occupation|SOC occupation|broad group|"
+                        r"minor group|major group): .+\), confidence [01]\.\d\d( \(needs review\))?"
+                        r"|not coded at any level \(needs review\)", coded)
+    assert re.fullmatch(r"confidence [01]\.\d\d that \d\d-\d{4}\.\d\d is right", confidence)
     assert re.fullmatch(r"evidence: .+ \(-?\d\.\d\d\)", evidence)
     assert [row.split()[0] for row in rows] == ["1", "2", "3"]
     codes = set(pd.read_csv(tiny_onet / "Occupation Data.txt", sep="\t")["O*NET-SOC Code"])
@@ -173,5 +179,5 @@ def test_cli_text_mode(tmp_path, run_dir, tiny_onet):
     done = cli(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "text=Plumber")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:4] == ["rank", "code", "title", "score"]
-    assert len(done.stdout.strip().splitlines()) == 8  # 5 ranks, confidence, evidence
+    assert len(done.stdout.strip().splitlines()) == 9  # 5 ranks, coded, confidence, evidence
     assert list(tmp_path.iterdir()) == []
