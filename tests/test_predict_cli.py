@@ -1,6 +1,8 @@
 """predict.py: streaming tables through a run, bad input, the text table, the exit code."""
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.tables import write_table
-from helpers.tiny import ROOT
+from helpers.tiny import OCCUPATIONS, ROOT, SOC_ROWS
 from hydra import compose, initialize_config_dir
 
+from occlass.data.soc import LEVELS
 from occlass.data.tabular_io import count_rows, read_chunks
 from occlass.errors import DataError, OcclassError
+from occlass.model.confidence import choose_level
 from occlass.predict.job import predict_job
 from occlass.predict.loader import load_run
 from occlass.predict.predictor import Predictor
+from occlass.report.analysis import score_kind
 
 INPUT = pd.DataFrame({
     "title": ["Registered Nurse", "Plumber", "", None, "senior python developer"],
@@ -165,8 +170,6 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
                                      '"n_codes": "many", "recipe": "title", "max_input_length": 32, '
                                      '"max_category_length": 64, "base_model": "x"}')])
 def test_cli_malformed_run_record_exits_2_with_one_line(tmp_path, run_dir, tiny_onet, content):
-    import shutil
-
     run = shutil.copytree(run_dir, tmp_path / "run")
     (run / "run.json").write_text(content)
     done = cli(tmp_path, f"run={run}", f"data_dir={tiny_onet}", "text=Plumber")
@@ -181,3 +184,48 @@ def test_cli_text_mode(tmp_path, run_dir, tiny_onet):
     assert done.stdout.split()[:4] == ["rank", "code", "title", "score"]
     assert len(done.stdout.strip().splitlines()) == 9  # 5 ranks, coded, confidence, evidence
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_coded_level_and_soc_columns(run_dir, tiny_onet, tmp_path):
+    """With thresholds that take a share of rows at each level: every row is coded at the
+    finest level that qualifies, with that level's code, title and confidence; soc_code_k is
+    pred_code_k's SOC 2018 occupation; needs_review follows min_level."""
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    record = json.loads((run / "run.json").read_text())
+    parts = load_run(run, tiny_onet)
+    predictor = Predictor(parts)
+    titles = [t for _, title, _, alts, _ in OCCUPATIONS for t in (title, *alts)]
+    kind = score_kind(predictor, titles, [[0]] * len(titles), parts.confidence_model.temperature,
+                      parts.levels)
+    probability = parts.confidence_model.probabilities(kind.signals).numpy()
+    thresholds = [float(np.quantile(probability[:, j], 0.8 - 0.2 * j)) for j in range(5)]
+    record["confidence"]["thresholds"]["0.9"] = thresholds
+    (run / "run.json").write_text(json.dumps(record))
+    source = write_table(pd.DataFrame({"title": titles}), tmp_path / "in.csv")
+    soc = {code: title for code, level, title in SOC_ROWS if level == "detailed"}
+    for min_level in LEVELS:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("predict", overrides=[
+                f"run={run}", f"data_dir={tiny_onet}", "progress=false", "top_k=2",
+                f"input={source}", f"output={tmp_path / 'out.parquet'}",
+                f"min_level={min_level}"])
+        predict_job(cfg)
+        out = pd.read_parquet(tmp_path / "out.parquet")
+        level = choose_level(probability, thresholds)
+        assert set(level) >= {0, 1, 4}  # rows at several levels, finest first
+        assert list(out["coded_level"].fillna("")) == [LEVELS[j] if j >= 0 else ""
+                                                       for j in level]
+        for row, j in enumerate(level):
+            if j < 0:
+                continue
+            group = kind.signals.answer[row, j]
+            assert out["coded_code"][row] == parts.levels[j].codes[group]
+            assert out["coded_title"][row] == parts.levels[j].titles[group]
+            assert out["coded_confidence"][row] == pytest.approx(probability[row, j], abs=1e-4)
+            assert out["coded_confidence"][row] >= thresholds[j] - 1e-4
+        onet = level == 0
+        assert (out["coded_code"][onet] == out["pred_code_1"][onet]).all()
+        for k in (1, 2):
+            assert list(out[f"soc_code_{k}"]) == [c[:7] for c in out[f"pred_code_{k}"]]
+            assert list(out[f"soc_title_{k}"]) == [soc[c[:7]] for c in out[f"pred_code_{k}"]]
+        assert list(out["needs_review"]) == list((level < 0) | (level > LEVELS.index(min_level)))
