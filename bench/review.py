@@ -137,6 +137,8 @@ def main() -> None:
     cells = {}
     for name in SETS:
         titles, descriptions, codes = sets[name]
+        if not titles:
+            continue
         kind = score_kind(predictor, titles, codes, model.temperature, parts.levels,
                           descriptions, predictor.description_weight)
         cells[name] = measure(kind, calibrator, model)
