@@ -20,7 +20,7 @@ from occlass.data.examples import exemplars_of
 from occlass.data.postings import pseudo_postings
 from occlass.data.soc import LEVELS, Level, load_levels
 from occlass.data.taxonomy import Taxonomy
-from occlass.model.calibration import Calibrator, fit_calibrator
+from occlass.model.calibration import Calibrator, expected_calibration_error, fit_calibrator
 from occlass.model.confidence import (
     DEFAULT_TARGET,
     ConfidenceModel,
@@ -142,20 +142,25 @@ def validation_kinds(predictor: Predictor, val, taxonomy: Taxonomy, n_tasks: int
 def fit_confidence_model(kinds: dict[str, Kind], temperature: float,
                          target: float = DEFAULT_TARGET) -> ConfidenceModel:
     """The confidence model of the kinds together, cross-fitted by title (a title's variants
-    share a fold); logs the share coded at each level and their precision on held-out folds."""
-    correct = torch.cat([k.correct for k in kinds.values()])
+    share a fold); logs, per kind, on held-out folds: the share coded, how many of them are
+    right, and the calibration error of the top-1 confidence."""
+    correct = torch.cat([k.correct for k in kinds.values()]).numpy()
     model, held_out = fit_confidence(
-        Signals.concat([k.signals for k in kinds.values()]), correct,
+        Signals.concat([k.signals for k in kinds.values()]), torch.from_numpy(correct),
         np.concatenate([k.title for k in kinds.values()]), temperature, target)
     level = choose_level(held_out, model.thresholds_for())
-    coded = level >= 0
-    right = correct.numpy()[np.flatnonzero(coded), level[coded]]
-    log.info("confidence model (%d validation rows: %s): at precision %s, held-out folds code "
-             "%.1f%% of rows (%s), %.3f right", len(level),
-             ", ".join(f"{len(k.title)} {name}" for name, k in kinds.items()), target,
-             100 * coded.mean(), ", ".join(f"{name} {100 * (level == j).mean():.1f}%"
-                                           for j, name in enumerate(LEVELS)),
-             right.mean() if coded.any() else float("nan"))
+    right = correct[np.arange(len(level)), level.clip(0)] & (level >= 0)
+    start = 0
+    for name, kind in kinds.items():
+        rows = slice(start, start + len(kind.title))
+        start = rows.stop
+        coded = level[rows] >= 0
+        log.info("confidence model, held-out %s validation rows (%d): %.1f%% coded at precision "
+                 "%s (%s), %.3f right; ECE of the top-1 confidence %.3f", name, len(kind.title),
+                 100 * coded.mean(), target, ", ".join(
+                     f"{lv} {100 * (level[rows] == j).mean():.1f}%" for j, lv in enumerate(LEVELS)),
+                 right[rows][coded].mean() if coded.any() else float("nan"),
+                 expected_calibration_error(held_out[rows, 0], correct[rows, 0]))
     return model
 
 
