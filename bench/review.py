@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, help="correction threshold (default: the "
                         "Predictor's)")
+    parser.add_argument("--limit", type=int, help="at most this many rows of each set (seeded "
+                        "sample; a quick check, not the figures)")
     args = parser.parse_args()
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
@@ -139,6 +141,10 @@ def main() -> None:
         titles, descriptions, codes = sets[name]
         if not titles:
             continue
+        if args.limit and len(titles) > args.limit:
+            rows = sorted(random.Random(args.seed).sample(range(len(titles)), args.limit))
+            titles, codes = [titles[i] for i in rows], [codes[i] for i in rows]
+            descriptions = descriptions and [descriptions[i] for i in rows]
         kind = score_kind(predictor, titles, codes, model.temperature, parts.levels,
                           descriptions, predictor.description_weight)
         cells[name] = measure(kind, calibrator, model)
@@ -146,6 +152,7 @@ def main() -> None:
     if args.threshold is not None:
         predictor.correction_threshold = args.threshold
     test = examples[examples["split"] == "test"].sample(frac=1, random_state=args.seed)
+    test = test.head(args.limit) if args.limit else test
     codes = [{taxonomy.codes[c] for c in cs} for cs in test["codes"]]
     half = len(test) // 2
     corrected, other = test.iloc[:half], test.iloc[half:]

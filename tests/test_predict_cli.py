@@ -206,7 +206,7 @@ def test_the_coded_level_and_soc_columns(run_dir, tiny_onet, tmp_path):
     for min_level in LEVELS:
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("predict", overrides=[
-                f"run={run}", f"data_dir={tiny_onet}", "progress=false", "top_k=2",
+                f"run={run}", f"data_dir={tiny_onet}", "progress=false", "top_k=2", "chunk_rows=7",
                 f"input={source}", f"output={tmp_path / 'out.parquet'}",
                 f"min_level={min_level}"])
         predict_job(cfg)

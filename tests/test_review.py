@@ -50,10 +50,9 @@ def test_confidence_is_the_confidence_model_of_the_run(predictor, run_dir, tiny_
         np.testing.assert_allclose(result.confidence, probability[:, 0], atol=1e-5)
         level = choose_level(probability, model.thresholds_for())
         coded = result.coded
-        assert list(coded["coded_level"].fillna("")) == [LEVELS[j] if j >= 0 else ""
-                                                         for j in level]
+        assert list(coded["coded_level"]) == [LEVELS[j] if j >= 0 else None for j in level]
         rows = np.flatnonzero(level >= 0)
-        np.testing.assert_allclose(coded["coded_confidence"].to_numpy()[rows],
+        np.testing.assert_allclose(coded["coded_confidence"][rows],
                                    probability[rows, level[rows]], atol=1e-5)
         assert list(result.needs_review) == list(level < 0)
     frame = result.to_frame()

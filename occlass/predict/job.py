@@ -126,10 +126,10 @@ def predict_job(cfg: DictConfig) -> None:
     review = " (needs review)" if result.needs_review is not None and result.needs_review[0] \
         else ""
     if result.coded is not None:
-        coded = result.coded.iloc[0]
-        print(f"coded {coded.coded_code} ({LEVEL_NAMES[coded.coded_level]}: {coded.coded_title}), "
-              f"confidence {coded.coded_confidence:.2f}{review}" if coded.coded_level else
-              f"not coded at any level{review}")
+        level, code, title, confidence = (result.coded[f"coded_{name}"][0] for name in
+                                          ("level", "code", "title", "confidence"))
+        print(f"coded {code} ({LEVEL_NAMES[level]}: {title}), confidence {confidence:.2f}{review}"
+              if level else f"not coded at any level{review}")
     if result.confidence is not None:
         print(f"confidence {result.confidence[0]:.2f} that {result.codes[0][0]} is right"
               f"{review if result.coded is None else ''}")

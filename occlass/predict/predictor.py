@@ -79,7 +79,7 @@ class Predictions:
     evidence: np.ndarray | None = None      # (N,) "exemplar title (similarity)" for code 1
     soc_codes: np.ndarray | None = None     # (N, k) SOC 2018 detailed code of each code
     soc_titles: np.ndarray | None = None    # (N, k) its SOC title
-    coded: pd.DataFrame | None = None       # coded_level, coded_code, coded_title,
+    coded: dict[str, np.ndarray] | None = None  # (N,) coded_level, coded_code, coded_title,
     # coded_confidence: the finest level whose confidence reaches the target precision
 
     def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
@@ -97,8 +97,7 @@ class Predictions:
         if self.confidence is not None:
             columns["confidence"] = self.confidence.astype(np.float64).round(4)
             if self.coded is not None:
-                columns.update(self.coded.to_dict("series"))
-                columns["coded_confidence"] = columns["coded_confidence"].round(4)
+                columns.update(self.coded, coded_confidence=self.coded["coded_confidence"].round(4))
             columns["needs_review"] = self.needs_review
         if self.evidence is not None:
             columns["pred_evidence_1"] = self.evidence
@@ -235,7 +234,7 @@ class Predictor:
                            evidence if self.evidence else None, soc_codes, soc_titles, coded)
 
     def _coded(self, ok: np.ndarray, group: np.ndarray,
-               probability: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+               probability: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The coded_* columns (the finest level whose probability reaches its threshold) and
         needs_review (no level at min_level or finer); None where a row has no prediction."""
         level = np.where(ok, choose_level(np.nan_to_num(probability), self.thresholds), -1)
@@ -251,7 +250,7 @@ class Predictor:
             columns["coded_title"][i] = self.levels[j].titles[g]
         columns["coded_confidence"][rows] = probability[rows, at]
         review = np.where(ok, ~coded | (level > self.min_level), None)
-        return pd.DataFrame(columns), review
+        return columns, review
 
     def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
         """Each text's row among the distinct texts, and their token ids."""
