@@ -15,15 +15,17 @@ from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 
 from occlass import runs
+from occlass.data.examples import split_examples
 from occlass.data.soc import LEVELS
+from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import DataError
-from occlass.model.confidence import ConfidenceModel, choose_level
+from occlass.model.confidence import SIGNALS, ConfidenceModel, choose_level
 from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory, fuse
 from occlass.predict.loader import load_corrections, load_run
 from occlass.predict.predictor import Predictor
-from occlass.report.analysis import score_kind
+from occlass.report.analysis import fit_confidence_model, score_kind, validation_kinds
 from occlass.report.rebuild import rebuild
 
 TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
@@ -162,3 +164,24 @@ def test_the_exported_encoder_loads_in_sentence_transformers_with_the_same_embed
     tokenizer = load_tokenizer(folder)
     ours = Encoder(folder).encode_ids(tokenizer(TITLES)["input_ids"], tokenizer.pad_token_id)
     assert (theirs - ours).abs().max() < 1e-5
+
+
+def test_the_model_is_fitted_on_clean_noisy_and_ad_rows_of_validation(predictor, run_dir,
+                                                                     tiny_onet):
+    """Validation titles as they are, noised, and as pseudo ads (n_tasks=0 leaves the tiny
+    release's second task statement for the ads); a title's variants share its index, so they
+    share a fold."""
+    info = runs.RunInfo.load(run_dir)
+    taxonomy = Taxonomy.load(tiny_onet, with_tasks=True)
+    examples = split_examples(info.config["data"], tiny_onet, taxonomy)
+    val = examples[examples["split"] == "val"]
+    levels = load_run(run_dir, tiny_onet).levels
+    kinds = validation_kinds(predictor, val, taxonomy, 0, 0.05, levels, 0.5)
+    assert list(kinds) == ["clean", "noisy", "ads"]
+    for name, kind in kinds.items():
+        assert list(kind.title) == list(range(len(val)))
+        assert kind.signals.base[:, SIGNALS.index("has a description")].tolist() == [
+            float(name == "ads")] * len(val)
+    assert not torch.equal(kinds["clean"].signals.base, kinds["noisy"].signals.base)
+    model = fit_confidence_model(kinds, 0.05)
+    assert model.temperature == 0.05 and len(model.thresholds_for()) == len(LEVELS)
