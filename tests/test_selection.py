@@ -122,14 +122,16 @@ def test_description_weight_is_the_grid_value_with_the_best_top1_on_validation_a
 def test_validation_alone_fits_the_description_weight_and_the_calibrator(parts, taxonomy,
                                                                           task_onet, tmp_path):
     """Garbage titles and wrong codes in the test split change the test predictions but neither
-    the description weight nor the calibrator; a change to validation does change them."""
+    the description weight, the calibrator nor the confidence model; a change to validation
+    does change them."""
     examples = tiny_examples(taxonomy)
 
     def analyse(frame, name):
         out = tmp_path / name
         out.mkdir()
-        weight, calibrator = analysis.analyse(out, Predictor(parts), frame, task_onet, N_TASKS)
-        return weight, calibrator, pd.read_parquet(out / runs.PREDICTIONS_FILE)
+        weight, calibrator, model = analysis.analyse(out, Predictor(parts), frame, task_onet,
+                                                     N_TASKS)
+        return weight, (calibrator, model), pd.read_parquet(out / runs.PREDICTIONS_FILE)
 
     def poisoned(split):
         frame = examples.copy()
@@ -141,9 +143,9 @@ def test_validation_alone_fits_the_description_weight_and_the_calibrator(parts, 
         return frame
 
     weight, calibrator, predictions = analyse(examples, "clean")
-    assert weight is not None and calibrator is not None
+    assert weight is not None and None not in calibrator
     poisoned_weight, poisoned_calibrator, poisoned_predictions = analyse(poisoned("test"), "test")
     assert (poisoned_weight, poisoned_calibrator) == (weight, calibrator)
     assert not poisoned_predictions["title"].equals(predictions["title"])  # test was read
     _, val_calibrator, _ = analyse(poisoned("val"), "val")
-    assert val_calibrator != calibrator
+    assert val_calibrator[0] != calibrator[0] and val_calibrator[1] != calibrator[1]
