@@ -121,8 +121,35 @@ def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from None
 
 
+def _too_long(path: Path, line: int, fields: list[str], header: list[str]) -> DataError:
+    hint = ("a trailing comma?" if fields[len(header):] == [""] * (len(fields) - len(header))
+            else "quote a field that holds a comma")
+    return DataError(f"{path}, line {line}: {len(fields)} fields but the header has "
+                     f"{len(header)} ({hint})")
+
+
+def _long_record(path: Path) -> DataError | None:
+    """The error for the first record with more fields than the header, if there is one."""
+    records = _csv_records(path)
+    _, header = next(records, (1, []))
+    for line, fields in records:
+        if len(fields) > len(header):
+            records.close()
+            return _too_long(path, line, fields, header)
+    return None
+
+
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    _check_unique(path, next((fields for _, fields in _csv_records(path)), []))
+    """Text columns, one per header field. A row with more fields than the header is an error
+    naming its line (pandas would make a long first row's extra field an index and shift the
+    columns: ids gone, titles under `id`)."""
+    records = _csv_records(path)
+    header = next(records, (1, []))[1]
+    first = next(records, None)
+    records.close()
+    _check_unique(path, header)
+    if first is not None and len(first[1]) > len(header):
+        raise _too_long(path, *first, header)
     try:
         with pd.read_csv(
             path,
@@ -131,6 +158,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             encoding="utf-8",
             keep_default_na=False,  # only an empty field is missing: a title "NA" stays "NA"
             na_values=[""],
+            index_col=False,  # never an index column inferred from a long first row
         ) as reader:
             yield from reader
     except UnicodeDecodeError:
@@ -138,12 +166,14 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no header row") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
+        raise _long_record(path) or DataError(
+            f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
 
 
 def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Records parsed by the json module into object columns: every value keeps its JSON type
-    (an integer next to a null stays an integer, 1.0 stays a float); blank lines are skipped."""
+    (an integer next to a null stays an integer, 1.0 stays a float); blank lines are skipped.
+    NaN and Infinity are not JSON: refused, so that the output is JSON and keeps every value."""
     rows = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -151,11 +181,16 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, parse_constant=_not_json)
+                except NotJSON as err:
+                    raise DataError(f"{path}: line {line_no}: {err}") from None
                 except ValueError:
                     row = None
                 if not isinstance(row, dict):
-                    raise DataError(f"{path}: line {line_no} is not a valid JSON object")
+                    bom = line_no == 1 and line.startswith("\ufeff")
+                    raise DataError(f"{path}: line {line_no} is not a valid JSON object"
+                                    + ("; it starts with a byte-order mark (BOM): re-save the "
+                                       "file as UTF-8 without BOM" if bom else ""))
                 rows.append(row)
                 if len(rows) == chunk_rows:
                     yield pd.DataFrame(rows, dtype=object)
@@ -164,6 +199,14 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise _not_utf8(path) from None
     if rows:
         yield pd.DataFrame(rows, dtype=object)
+
+
+class NotJSON(ValueError):
+    """NaN or Infinity, which Python's json module reads but JSON does not have."""
+
+
+def _not_json(constant: str):
+    raise NotJSON(f"{constant} is not valid JSON; write null or a string")
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -293,7 +336,8 @@ class AtomicTableWriter:
     ``path`` (:func:`check_writable`) and deletes the temporary files that dead processes of
     this host left for it (``kill -9``).
 
-    Every chunk must have the same columns. The Parquet schema takes the types of the first
+    Every chunk must have the same columns, except in JSONL, where each record has its own
+    keys: a key that a chunk's records lack is left out of them. The Parquet schema takes the types of the first
     chunk with rows (an object column without values is a string). A table without rows gets
     its CSV header and Parquet schema from a zero-row chunk with all the columns (e.g. the
     first frame of :func:`read_chunks` plus your own), else from ``columns`` (names only:
@@ -322,10 +366,10 @@ class AtomicTableWriter:
         return self
 
     def write(self, df: pd.DataFrame) -> None:
-        """Append one chunk; every chunk must have the same columns."""
+        """Append one chunk; every chunk must have the same columns (JSONL: any)."""
         if self.columns is None:
             self.columns = list(df.columns)
-        elif list(df.columns) != self.columns:
+        elif list(df.columns) != self.columns and self.suffix != ".jsonl":
             raise DataError(
                 f"{self.path}: chunk columns {list(df.columns)} differ from {self.columns}"
             )
@@ -339,7 +383,10 @@ class AtomicTableWriter:
             self._header = df
 
     def _write_parquet(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, OverflowError):
+            raise self._not_parquet(df) from None
         if self._parquet is None:
             schema = pa.schema([
                 f.with_type(pa.string()) if pa.types.is_null(f.type) and dtype == object else f
@@ -352,6 +399,17 @@ class AtomicTableWriter:
             raise DataError(f"{self.path}: a chunk's column types differ from the first "
                             f"chunk's: {' '.join(str(e).split())}") from None
         self._parquet.write_table(table)
+
+    def _not_parquet(self, df: pd.DataFrame) -> DataError:
+        """The error naming the first column that Arrow cannot hold (mixed types, huge ints)."""
+        for column in df.columns:
+            try:
+                pa.array(df[column], from_pandas=True)
+            except (pa.ArrowException, OverflowError) as err:
+                detail = " ".join(str(err).split())
+                return DataError(f"{self.path}: column {column!r} cannot be written as Parquet "
+                                 f"({detail}); write .jsonl or .csv instead")
+        return DataError(f"{self.path}: cannot be written as Parquet; write .jsonl or .csv")
 
     def _close(self) -> None:
         for handle in (self._file, self._parquet):
