@@ -94,7 +94,9 @@ class RunInfo:
         info = cls(**{k: v for k, v in data.items() if k in fields})
         types = {"n_codes": int, "max_input_length": int, "max_category_length": int,
                  "n_tasks": int, "config": dict}
-        wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)]
+        wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)
+                 or isinstance(getattr(info, k), bool)
+                 or (t is int and getattr(info, k) < (k != "n_tasks"))]  # lengths ≥ 1, tasks ≥ 0
         wrong += [k for k in ("taxonomy_version", "taxonomy_fingerprint", "recipe", "base_model")
                   if not isinstance(getattr(info, k), str)]
         wrong += [k for k in ("fusion_weight", "description_weight")

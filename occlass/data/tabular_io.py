@@ -8,6 +8,7 @@ back by :class:`AtomicTableWriter` in the same format keep their values, types a
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import itertools
@@ -46,6 +47,14 @@ def _suffix(path: Path) -> str:
             f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(SUPPORTED)}"
         )
     return suffix
+
+
+def has_bom(path: str | os.PathLike) -> bool:
+    """Whether a CSV file starts with the UTF-8 byte-order mark (Excel's sign that it is UTF-8)."""
+    if Path(path).suffix.lower() != ".csv":
+        return False
+    with open(path, "rb") as f:
+        return f.read(3) == codecs.BOM_UTF8
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -341,13 +350,17 @@ class AtomicTableWriter:
     chunk with rows (an object column without values is a string). A table without rows gets
     its CSV header and Parquet schema from a zero-row chunk with all the columns (e.g. the
     first frame of :func:`read_chunks` plus your own), else from ``columns`` (names only:
-    Parquet strings). JSONL has no header: a table without rows is an empty file.
+    Parquet strings). JSONL has no header: a table without rows is an empty file. A CSV file
+    with ``bom`` starts with the UTF-8 byte-order mark (as its input did: Excel then reads it as
+    UTF-8).
     """
 
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None):
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 bom: bool = False):
         self.path = Path(path)
         self.suffix = _suffix(self.path)
         self.columns = list(columns) if columns is not None else None
+        self.encoding = "utf-8-sig" if bom and self.suffix == ".csv" else "utf-8"
         self._prefix = f".{self.path.name}.tmp-{socket.gethostname()}-"
         self._tmp = self.path.with_name(f"{self._prefix}{os.getpid()}")
         self._file = None
@@ -362,7 +375,7 @@ class AtomicTableWriter:
             if name.startswith(self._prefix) and pid.isdigit() and not _running(int(pid)):
                 (self.path.parent / name).unlink(missing_ok=True)
         if self.suffix != ".parquet":
-            self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._file = open(self._tmp, "w", encoding=self.encoding, newline="")
         return self
 
     def write(self, df: pd.DataFrame) -> None:

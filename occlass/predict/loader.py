@@ -9,6 +9,7 @@ rebuilt. Corrections (reviewed `title,code` files) become an exemplar set beside
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ import torch
 
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars, load_labelled_file, load_pairs
-from occlass.data.taxonomy import Taxonomy
-from occlass.data.tokenizer import PACKAGED, load_tokenizer
+from occlass.data.taxonomy import RECIPES, Taxonomy
+from occlass.data.tokenizer import PACKAGED, load_tokenizer, resolve_model
 from occlass.errors import DataError, OcclassError
 from occlass.model.calibration import Calibrator
 from occlass.model.category_cache import CategoryCache, build_category_cache, weights_fingerprint
@@ -61,11 +62,12 @@ class RunParts:
         return dataclasses.replace(self, corrections=load_corrections(self, path, max_length))
 
 
-def load_taxonomy(data_dir: str | Path, recipe: str) -> Taxonomy:
-    """The O*NET release in `data_dir`, with task statements if the recipe uses them."""
+def load_taxonomy(data_dir: str | Path, recipe: str, option: str = "data_dir=...") -> Taxonomy:
+    """The O*NET release in `data_dir`, with task statements if the recipe uses them; a missing
+    folder's error tells to set `option`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: O*NET data folder not found; set data_dir=... "
+        raise DataError(f"{data_dir}: O*NET data folder not found; set {option} "
                         "(or run `make data`)")
     return Taxonomy.load(data_dir, with_tasks=recipe.endswith("tasks"))
 
@@ -84,14 +86,24 @@ def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, ma
     `exemplars`, from them); else encoded again from `exemplars` or the stale memory's titles
     (and saved to `path`, when given and writable)."""
     identity = {"weights": weights_fingerprint(encoder)}
-    memory = ExemplarMemory.load(path) if path is not None and Path(path).is_file() else None
+    try:
+        memory = ExemplarMemory.load(path) if path is not None and Path(path).is_file() else None
+    except OcclassError as err:
+        if exemplars is None:  # nothing to rebuild it from
+            raise
+        log.warning("%s; rebuilding it", err)
+        memory = None
     if memory is not None and exemplars is not None and memory.titles != exemplars.titles:
         memory = None
-    if memory is not None and memory.identity == identity and memory.n_codes == n_codes:
+    if (memory is not None and memory.identity == identity and memory.n_codes == n_codes
+            and memory.embeddings.shape[1] == encoder.dim):
         return memory
     if exemplars is None:
         if memory is None:
             raise OcclassError(f"{path}: exemplar memory not found; the run is incomplete")
+        if memory.n_codes != n_codes:
+            raise OcclassError(f"{path}: an exemplar memory of {memory.n_codes} occupations, "
+                               f"not the taxonomy's {n_codes}")
         ids = tokenizer(memory.titles, truncation=True, max_length=max_length)["input_ids"]
         exemplars = Exemplars(memory.titles, memory.labels.tolist(), ids)
     log.info("encoding the exemplar memory (%d titles)", len(exemplars))
@@ -104,16 +116,60 @@ def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, ma
     return memory
 
 
+# The files of a run's encoder that loading needs: each entry, one of its names.
+ENCODER_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"),
+                 ("tokenizer_config.json",), ("tokenizer.json", "vocab.txt"))
+
+
+def check_run_files(run_dir: Path, info: RunInfo) -> None:
+    """Every file that loading `run_dir` needs is there (a copied run may lack some, and
+    transformers would quietly build a 5-token tokenizer without its files)."""
+    encoder_dir = run_dir / ENCODER_DIR
+    missing = [f"{ENCODER_DIR}/{names[0]}" for names in ENCODER_FILES
+               if not any((encoder_dir / name).is_file() for name in names)]
+    if info.fusion_weight is not None and not (run_dir / MEMORY_FILE).is_file():
+        missing.append(MEMORY_FILE)
+    if missing:
+        raise OcclassError(f"{run_dir}: not a complete training run (no {', '.join(missing)}); "
+                           "copy the whole folder that train.py wrote")
+    if info.recipe not in RECIPES:
+        raise OcclassError(f"{run_dir / 'run.json'}: unknown category-text recipe "
+                           f"{info.recipe!r}; one of {', '.join(RECIPES)}")
+
+
+def check_vocabulary(encoder: Encoder, tokenizer, where: str | Path) -> None:
+    """The tokenizer gives ids that the model has, one for each of its tokens."""
+    size = encoder.model.config.vocab_size
+    if len(tokenizer) != size:
+        raise OcclassError(f"{where}: the tokenizer has {len(tokenizer)} tokens but the model "
+                           f"{size}; the encoder folder is incomplete or mixed from two models")
+
+
+def max_positions(run_dir: str | Path | None) -> int | None:
+    """The most tokens the encoder of `run_dir` (None: the zero-shot model) takes, read from its
+    config.json without loading it; None if unknown."""
+    folder = Path(run_dir) / ENCODER_DIR if run_dir is not None else Path(resolve_model(PACKAGED))
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # loading the run reports what is wrong with it
+    # RoBERTa-style models (MPNet) number positions from the padding id + 1
+    return positions - 2 if config.get("model_type") in ("mpnet", "roberta") else positions
+
+
 def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int | None = None,
              device: str = "cpu") -> RunParts:
     """A training run's parts, for the taxonomy in `data_dir`, which must be the one the run
     was trained on. A category cache for another `max_category_length` is built in memory."""
     run_dir = Path(run_dir)
     info = RunInfo.load(run_dir)
-    if not (run_dir / ENCODER_DIR / "config.json").is_file():
-        raise OcclassError(f"{run_dir}: not a complete training run (no "
-                           f"{ENCODER_DIR}/config.json); point run= at a folder written by "
-                           "train.py")
+    check_run_files(run_dir, info)
+    limit = max_positions(run_dir)
+    for key in ("max_input_length", "max_category_length"):
+        if limit is not None and getattr(info, key) > limit:
+            raise OcclassError(f"{run_dir / 'run.json'}: {key} {getattr(info, key)} is more than "
+                               f"the model's {limit} tokens")
     taxonomy = load_taxonomy(data_dir, info.recipe)
     if (info.taxonomy_fingerprint, info.n_codes) != (taxonomy.fingerprint, len(taxonomy)):
         raise OcclassError(
@@ -122,6 +178,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
             f"{len(taxonomy)} codes); set data_dir= to the release the run was trained on")
     encoder_dir = run_dir / ENCODER_DIR
     encoder, tokenizer = Encoder(encoder_dir).to(device).eval(), load_tokenizer(encoder_dir)
+    check_vocabulary(encoder, tokenizer, encoder_dir)
     length = max_category_length or info.max_category_length
     categories = Categories.from_taxonomy(taxonomy, tokenizer, info.recipe, info.n_tasks, length)
     path = run_dir / CACHE_FILE if length == info.max_category_length else None
@@ -142,12 +199,16 @@ def load_zero_shot(data_dir: str | Path, model: str = PACKAGED,
                    max_category_length: int | None = None, device: str = "cpu") -> RunParts:
     """An untrained model (the packaged all-MiniLM-L6-v2 by default) with "title_description"
     category texts and O*NET's titles as the memory; both are kept beside `cache_path` if
-    given."""
+    given (a cache for another `max_category_length` beside it, named with the length)."""
     taxonomy = load_taxonomy(data_dir, RECIPE)
     encoder, tokenizer = Encoder(model).to(device).eval(), load_tokenizer(model)
-    categories = Categories.from_taxonomy(taxonomy, tokenizer, RECIPE, N_TASKS,
-                                          max_category_length or MAX_CATEGORY_LENGTH)
-    cache = build_category_cache(encoder, categories, cache_path)
+    check_vocabulary(encoder, tokenizer, model)
+    length = max_category_length or MAX_CATEGORY_LENGTH
+    categories = Categories.from_taxonomy(taxonomy, tokenizer, RECIPE, N_TASKS, length)
+    path = cache_path
+    if cache_path is not None and length != MAX_CATEGORY_LENGTH:
+        path = Path(cache_path).with_stem(f"{Path(cache_path).stem}-{length}")
+    cache = build_category_cache(encoder, categories, path)
     exemplars = onet_exemplars(data_dir, taxonomy, tokenizer, MAX_INPUT_LENGTH)
     memory = load_memory(Path(cache_path).with_name(MEMORY_FILE) if cache_path else None,
                          encoder, tokenizer, len(taxonomy), MAX_INPUT_LENGTH, exemplars)
