@@ -224,6 +224,7 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
+    runs.follow_umask(out / runs.ENCODER_DIR)  # a teammate in the group can read a shared run
     # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
     fusion_weight = description_weight = calibrator = None
