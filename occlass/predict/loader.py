@@ -20,6 +20,7 @@ import torch
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars, load_labelled_file, load_pairs
 from occlass.data.taxonomy import RECIPES, Taxonomy
+from occlass.data.text import normalize_title
 from occlass.data.tokenizer import PACKAGED, load_tokenizer, resolve_model
 from occlass.errors import DataError, OcclassError
 from occlass.model.calibration import Calibrator
@@ -221,9 +222,20 @@ def load_corrections(parts: RunParts, path: str | Path,
     """Reviewed titles (a CSV/JSONL/Parquet of title, code) encoded as an exemplar set: they
     decide the answer for the titles nearly equal to them (no retraining); the same file serves
     as `data.extra_files` for the next training run. An unknown or malformed code is a DataError
-    naming its line: nothing is used from a half-read file."""
+    naming its line: nothing is used from a half-read file. A title given two codes (case,
+    accents and punctuation aside) keeps its later line's, with a warning naming both lines."""
     index = parts.taxonomy.index
-    frame = load_labelled_file(path, set(index))
+    frame = load_labelled_file(path, set(index), lines=True)
+    if frame.empty:
+        raise DataError(f"{path}: no corrections (no row with a title and a code)")
+    frame = frame.assign(key=frame["title"].map(normalize_title))
+    for _, same in frame[frame.duplicated("key", keep=False)].groupby("key", sort=False):
+        last = same.iloc[-1]
+        for _, row in same[same["code"] != last["code"]].iterrows():
+            log.warning("%s: line %d gives %r the code %s, line %d %s; the later line wins",
+                        path, row["line"], row["title"], row["code"], last["line"], last["code"])
+    frame = frame.drop_duplicates("key", keep="last")
+    log.info("encoding %d corrections", len(frame))
     ids = parts.tokenizer(list(frame["title"]), truncation=True,
                           max_length=max_length or parts.max_input_length)["input_ids"]
     exemplars = Exemplars(list(frame["title"]), [index[c] for c in frame["code"]], ids)

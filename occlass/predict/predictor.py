@@ -165,12 +165,13 @@ class Predictor:
             raise OcclassError(f"top_k={top_k!r}: give a whole number of at least 1")
         k = min(top_k, len(self.codes))
         titles = pd.Series(list(titles), dtype=object)
-        marker, not_text = _is_marker(titles), _not_text(titles)
+        not_text = _not_text(titles)
+        marker = _is_marker(titles.where(~not_text))
         titles = _text(titles.where(~(marker | not_text)))
         if descriptions is not None:
             descriptions = pd.Series(list(descriptions), dtype=object)
-            descriptions = _text(descriptions.where(~(_is_marker(descriptions)
-                                                      | _not_text(descriptions))))
+            descriptions = descriptions.where(~_not_text(descriptions))
+            descriptions = _text(descriptions.where(~_is_marker(descriptions)))
         else:
             descriptions = np.full(len(titles), "", dtype=object)
         if len(descriptions) != len(titles):
