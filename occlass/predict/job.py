@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from occlass.data.tabular_io import (AtomicTableWriter, check_writable, count_rows, has_bom,
                                      read_chunks)
-from occlass.errors import OcclassError
+from occlass.errors import DataError, OcclassError
 from occlass.predict.loader import load_configured, max_positions, predictor_options
 from occlass.predict.predictor import PRECISIONS, Predictor, prediction_columns
 
@@ -78,11 +78,11 @@ def check_title_column(path, title: str) -> None:
         return
     near = [c for c in header if isinstance(c, str) and c.strip().lower() == title.lower()]
     if near:
-        raise OcclassError(f"{path}: no column {title!r}, but {near[0]!r}: "
+        raise DataError(f"{path}: no column {title!r}, but {near[0]!r}: "
                            f"set columns.title={near[0]!r}")
     separators = {"\t": "tab", ";": "semicolon", "|": "bar"}
     if len(header) == 1 and (found := [n for s, n in separators.items() if s in str(header[0])]):
-        raise OcclassError(f"{path}: no column {title!r}; the header is one column holding "
+        raise DataError(f"{path}: no column {title!r}; the header is one column holding "
                            f"{found[0]}s: separate the file with commas, or save it as .jsonl or "
                            ".parquet")
 
@@ -139,7 +139,7 @@ def check_job(cfg: DictConfig) -> None:
         raise OcclassError(f"{cfg.input}: has no column {description!r} "
                            f"(columns.description); columns found: {', '.join(header.columns)}")
     if clash := [c for c in prediction_columns(cfg.top_k) if c in header]:
-        raise OcclassError(f"{cfg.input}: has column(s) {', '.join(clash)}, which prediction "
+        raise DataError(f"{cfg.input}: has column(s) {', '.join(clash)}, which prediction "
                            "writes; rename them")
 
 
