@@ -79,8 +79,8 @@ def test_a_checkpoint_holding_code_is_refused_without_running_it(tiny_bert, tiny
 
 # 3. An incomplete run -------------------------------------------------------------------------
 @pytest.mark.parametrize("case, needle", [
-    ("no tokenizer files", "not a complete training run (no encoder/tokenizer_config.json, "
-                           "encoder/tokenizer.json)"),
+    ("no tokenizer files", ("not a complete training run (no encoder/tokenizer_config.json, "
+                            "encoder/tokenizer.json)")),
     ("another tokenizer", "the tokenizer has 111 tokens but the model 109"),
 ])
 def test_an_incomplete_run_is_refused_as_a_whole(run_dir, tiny_onet, tmp_path, case, needle):
@@ -112,20 +112,18 @@ def test_output_onto_the_corrections_file_is_refused(common, tmp_path):
 
 
 # 5. JSONL records with keys of their own ------------------------------------------------------
-def test_jsonl_records_keep_their_own_keys_across_chunks(common, tmp_path):
-    lines = ['{"id": 1, "title": "Nurse"}', '{"title": "Plumber", "id": 2, "site": "A"}',
-             '{"title": "Driver"}']
+@pytest.mark.parametrize("chunk_rows", [1, 10_000])
+def test_jsonl_records_keep_their_own_keys(common, tmp_path, chunk_rows):
+    lines = ['{"id": 1, "title": "Nurse", "site": null}',
+             '{"title": "Plumber", "id": 2, "site": "A"}', '{"title": "Driver"}']
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    done = predict(tmp_path, *common, "input=in.jsonl", "output=out.jsonl", "chunk_rows=1",
-                   "top_k=1")
+    done = predict(tmp_path, *common, "input=in.jsonl", "output=out.jsonl",
+                   f"chunk_rows={chunk_rows}", "top_k=1")
     assert done.returncode == 0, done.stderr[-2000:]
     out = records(tmp_path / "out.jsonl")
     inputs = [{k: v for k, v in r.items() if k in ("id", "title", "site")} for r in out]
-    assert inputs == [json.loads(line) for line in lines]  # same keys, same order, no nulls
-    assert [list(r)[:3] for r in out] == [["id", "title", "pred_code_1"],
-                                          ["title", "id", "site"], ["title", "pred_code_1",
-                                                                    "pred_title_1"]]
-    assert all(r["status"] == "ok" for r in out)
+    assert inputs == [json.loads(line) for line in lines]  # no key added, none lost, null kept
+    assert [r["status"] for r in out] == ["ok", "ok", "ok"]
 
 
 # 6. One line instead of a traceback -----------------------------------------------------------
@@ -368,3 +366,34 @@ def test_an_untrained_run_says_so(train_cfg):
     cfg = train_cfg("trainer.max_epochs=0")
     train(cfg)
     assert "no training step ran" in (Path(cfg.paths.output_dir) / runs.REPORT_FILE).read_text()
+
+
+def test_conflicting_corrections_warn_and_the_later_line_wins_and_are_cached(common, run_dir,
+                                                                              tmp_path):
+    (tmp_path / "reviewed.csv").write_text("title,code\nNight nurse,29-1141.00\n"
+                                           "night  NURSE,29-2061.00\n")
+    (tmp_path / "in.csv").write_text("title\nNight nurse\n")
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    for attempt in ("first", "second"):
+        done = predict(tmp_path, f"run={run}", common[1], "input=in.csv", "output=out.csv",
+                       "corrections=reviewed.csv", "top_k=1")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert ("line 2 gives 'Night nurse' the code 29-1141.00, line 3 29-2061.00; the later "
+                "line wins") in done.stdout
+        assert pd.read_csv(tmp_path / "out.csv")["pred_code_1"].tolist() == ["29-2061.00"]
+        # encoded once, then read from the run folder
+        assert ("encoding 1 corrections" in done.stdout) == (attempt == "first"), done.stdout
+    assert len(list(run.glob("corrections-*.pt"))) == 1
+
+
+def test_a_run_resumed_into_a_new_folder_keeps_its_best_checkpoint(train_cfg, tmp_path):
+    from occlass.train.job import train
+
+    common = ("trainer.limit_train_batches=2", "eval_before=false", "callbacks=model_checkpoint",
+              "optim.lr=0")  # no learning: every later epoch scores as the first
+    train(train_cfg(*common, "trainer.max_epochs=1", f"paths.output_dir={tmp_path / 'first'}"))
+    best = list((tmp_path / "first" / "checkpoints").glob("best-*.ckpt"))
+    train(train_cfg(*common, "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'resumed'}",
+                    f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"))
+    assert len(best) == 1 and best[0].is_file()  # still the best, kept where it was
+    assert not list((tmp_path / "resumed" / "checkpoints").glob("best-*.ckpt"))

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import itertools
 import json
+import math
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -317,12 +318,23 @@ def _json_default(value):
 _JSON = json.JSONEncoder(ensure_ascii=False, default=_json_default)
 
 
+def _absent(value) -> bool:
+    """NaN in an object column: a key its JSONL record lacked (JSON has no NaN; null is None),
+    or an empty CSV field."""
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _json_lines(df: pd.DataFrame) -> str:
     """One JSON object per row; missing values are null and numbers keep every digit, but a
-    32-bit float (a rounded score) gets its own shortest digits, as in CSV: 0.432725."""
+    32-bit float (a rounded score) gets its own shortest digits, as in CSV: 0.432725. A key a
+    record lacked stays absent."""
     float32 = {c: str for c in df.select_dtypes(np.float32).columns}
+    absent = df.select_dtypes(object).map(_absent)
     df = df.astype(float32).astype({c: float for c in float32})
     records = df.astype(object).where(df.notna(), None).to_dict("records")
+    for i in np.flatnonzero(absent.to_numpy().any(axis=1)) if absent.size else ():
+        for key in absent.columns[absent.iloc[i].to_numpy()]:
+            del records[i][key]
     return "".join(_JSON.encode(record) + "\n" for record in records)
 
 

@@ -15,8 +15,13 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from occlass.data.tabular_io import (AtomicTableWriter, check_writable, count_rows, has_bom,
-                                     read_chunks)
+from occlass.data.tabular_io import (
+    AtomicTableWriter,
+    check_writable,
+    count_rows,
+    has_bom,
+    read_chunks,
+)
 from occlass.errors import DataError, OcclassError
 from occlass.predict.loader import load_configured, max_positions, predictor_options
 from occlass.predict.predictor import PRECISIONS, Predictor, prediction_columns
@@ -79,12 +84,12 @@ def check_title_column(path, title: str) -> None:
     near = [c for c in header if isinstance(c, str) and c.strip().lower() == title.lower()]
     if near:
         raise DataError(f"{path}: no column {title!r}, but {near[0]!r}: "
-                           f"set columns.title={near[0]!r}")
+                        f"set columns.title={near[0]!r}")
     separators = {"\t": "tab", ";": "semicolon", "|": "bar"}
     if len(header) == 1 and (found := [n for s, n in separators.items() if s in str(header[0])]):
         raise DataError(f"{path}: no column {title!r}; the header is one column holding "
-                           f"{found[0]}s: separate the file with commas, or save it as .jsonl or "
-                           ".parquet")
+                        f"{found[0]}s: separate the file with commas, or save it as .jsonl or "
+                        ".parquet")
 
 
 def check_job(cfg: DictConfig) -> None:
@@ -140,7 +145,7 @@ def check_job(cfg: DictConfig) -> None:
                            f"(columns.description); columns found: {', '.join(header.columns)}")
     if clash := [c for c in prediction_columns(cfg.top_k) if c in header]:
         raise DataError(f"{cfg.input}: has column(s) {', '.join(clash)}, which prediction "
-                           "writes; rename them")
+                        "writes; rename them")
 
 
 def predict_job(cfg: DictConfig) -> None:

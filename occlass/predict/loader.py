@@ -9,6 +9,7 @@ rebuilt. Corrections (reviewed `title,code` files) become an exemplar set beside
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -58,9 +59,12 @@ class RunParts:
     corrections: ExemplarMemory | None = None
     info: RunInfo | None = None
 
-    def with_corrections(self, path: str | Path, max_length: int | None = None) -> RunParts:
-        """These parts with the reviewed titles of `path` as corrections."""
-        return dataclasses.replace(self, corrections=load_corrections(self, path, max_length))
+    def with_corrections(self, path: str | Path, max_length: int | None = None,
+                         cache_dir: str | Path | None = None) -> RunParts:
+        """These parts with the reviewed titles of `path` as corrections (their embeddings
+        kept in `cache_dir`, if given)."""
+        return dataclasses.replace(self, corrections=load_corrections(self, path, max_length,
+                                                                      cache_dir))
 
 
 def load_taxonomy(data_dir: str | Path, recipe: str, option: str = "data_dir=...") -> Taxonomy:
@@ -217,13 +221,15 @@ def load_zero_shot(data_dir: str | Path, model: str = PACKAGED,
                     fusion_weight=ZERO_SHOT_FUSION)
 
 
-def load_corrections(parts: RunParts, path: str | Path,
-                     max_length: int | None = None) -> ExemplarMemory:
+def load_corrections(parts: RunParts, path: str | Path, max_length: int | None = None,
+                     cache_dir: str | Path | None = None) -> ExemplarMemory:
     """Reviewed titles (a CSV/JSONL/Parquet of title, code) encoded as an exemplar set: they
     decide the answer for the titles nearly equal to them (no retraining); the same file serves
     as `data.extra_files` for the next training run. An unknown or malformed code is a DataError
     naming its line: nothing is used from a half-read file. A title given two codes (case,
-    accents and punctuation aside) keeps its later line's, with a warning naming both lines."""
+    accents and punctuation aside) keeps its later line's, with a warning naming both lines.
+    With `cache_dir`, the encoded corrections are kept there (`corrections-CHECKSUM.pt`, by
+    the titles, codes, length and weights) and reused while all of those stay the same."""
     index = parts.taxonomy.index
     frame = load_labelled_file(path, set(index), lines=True)
     if frame.empty:
@@ -235,13 +241,30 @@ def load_corrections(parts: RunParts, path: str | Path,
             log.warning("%s: line %d gives %r the code %s, line %d %s; the later line wins",
                         path, row["line"], row["title"], row["code"], last["line"], last["code"])
     frame = frame.drop_duplicates("key", keep="last")
-    log.info("encoding %d corrections", len(frame))
-    ids = parts.tokenizer(list(frame["title"]), truncation=True,
-                          max_length=max_length or parts.max_input_length)["input_ids"]
-    exemplars = Exemplars(list(frame["title"]), [index[c] for c in frame["code"]], ids)
+    length = max_length or parts.max_input_length
+    titles, labels = list(frame["title"]), [index[c] for c in frame["code"]]
+    content = hashlib.sha256(json.dumps([titles, labels, length]).encode()).hexdigest()[:16]
+    identity = {"weights": weights_fingerprint(parts.encoder), "corrections": content}
+    cache = Path(cache_dir) / f"corrections-{content}.pt" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            memory = ExemplarMemory.load(cache)
+        except OcclassError as err:
+            log.warning("%s; encoding the corrections again", err)
+        else:
+            if memory.identity == identity and memory.n_codes == len(parts.taxonomy):
+                return memory
+    log.info("encoding %d corrections", len(titles))
+    ids = parts.tokenizer(titles, truncation=True, max_length=length)["input_ids"]
     with torch.inference_mode():
-        return build_memory(parts.encoder, exemplars, len(parts.taxonomy),
-                            parts.tokenizer.pad_token_id, {})
+        memory = build_memory(parts.encoder, Exemplars(titles, labels, ids), len(parts.taxonomy),
+                              parts.tokenizer.pad_token_id, identity)
+    if cache is not None:
+        try:
+            memory.save(cache)
+        except OSError as err:
+            log.warning("cannot save the encoded corrections (%s); keeping them in memory", err)
+    return memory
 
 
 def load_configured(cfg: Mapping, device: str | None = None) -> RunParts:
@@ -252,10 +275,12 @@ def load_configured(cfg: Mapping, device: str | None = None) -> RunParts:
     if cfg["run"] is None:
         parts = load_zero_shot(cfg["data_dir"], cache_path=cfg["zero_shot_cache"],
                                max_category_length=cfg["max_category_length"], device=device)
+        cache_dir = Path(cfg["zero_shot_cache"]).parent if cfg["zero_shot_cache"] else None
     else:
         parts = load_run(cfg["run"], cfg["data_dir"], cfg["max_category_length"], device)
+        cache_dir = Path(cfg["run"])
     if cfg.get("corrections"):
-        parts = parts.with_corrections(cfg["corrections"], cfg["max_input_length"])
+        parts = parts.with_corrections(cfg["corrections"], cfg["max_input_length"], cache_dir)
     return parts
 
 
