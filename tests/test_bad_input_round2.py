@@ -397,3 +397,10 @@ def test_a_run_resumed_into_a_new_folder_keeps_its_best_checkpoint(train_cfg, tm
                     f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"))
     assert len(best) == 1 and best[0].is_file()  # still the best, kept where it was
     assert not list((tmp_path / "resumed" / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_the_report_names_its_own_data_dir_flag(run_dir, tmp_path):
+    from occlass.report.rebuild import rebuild
+
+    with pytest.raises(OcclassError, match="O\\*NET data folder not found; set --data-dir DIR"):
+        rebuild(run_dir, tmp_path / "no-such-release")
