@@ -278,9 +278,11 @@ def test_run_files_follow_the_umask(run_dir):
 
 
 # Minor items ----------------------------------------------------------------------------------
-def test_a_nan_confidence_goes_to_review(run_dir, tiny_onet):
-    predictor = Predictor(load_run(run_dir, tiny_onet))
-    predictor.calibrator.temperature = float("nan")  # a confidence that cannot be computed
+@pytest.mark.parametrize("confidence", ["levels", "platt"])
+def test_a_nan_confidence_goes_to_review(run_dir, tiny_onet, confidence):
+    predictor = Predictor(load_run(run_dir, tiny_onet), confidence=confidence)
+    scorer = predictor.model if confidence == "levels" else predictor.calibrator
+    scorer.temperature = float("nan")  # a confidence that cannot be computed
     result = predictor.predict(["Nurse", ""])
     assert pd.isna(result.confidence[0]) and result.needs_review.tolist() == [True, None]
 
