@@ -13,6 +13,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -313,9 +314,9 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             raise HTTPException(400, f"{name}: give a {', '.join(SUPPORTED)} file")
         uploads.mkdir(parents=True, exist_ok=True)
         path = uploads / f"{secrets.token_hex(4)}-{name}"
-        with open(path, "wb") as f:
+        async with await anyio.open_file(path, "wb") as f:
             async for block in request.stream():
-                f.write(block)
+                await f.write(block)
         return await open_file(path, name)
 
     def known_file(file: int) -> dict:

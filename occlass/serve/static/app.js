@@ -109,6 +109,7 @@ async function decide(code) {
     say(err.message, true);
   }
   $("search").value = "";
+  $("search").blur();
   $("results").replaceChildren();
   render();
 }
