@@ -144,6 +144,9 @@ def test_health_docs_and_page(client):
     assert page.status_code == 200 and "default-src 'self'" in page.headers[
         "content-security-policy"]
     assert client.get("/static/app.js").status_code == 200
+    unknown = client.get("/v2/nothing")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
+    assert client.get("/v1/predict").status_code == 405
 
 
 def test_micro_batching_returns_each_caller_its_own_rows(make_client):

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from occlass.data.examples import load_pairs
 from occlass.data.tabular_io import SUPPORTED, read_chunks
@@ -262,8 +263,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             response.headers.update(PAGE_HEADERS)
         return response
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException):
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
         return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
