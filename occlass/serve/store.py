@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from occlass.data.tabular_io import AtomicTableWriter, read_chunks
-from occlass.runs import write_atomic
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -177,7 +176,8 @@ class ReviewStore:
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically."""
         path = _beside(self.file(file)["coded"], "corrections", ".csv")
-        write_atomic(path, self.corrections(file).to_csv(index=False))
+        with AtomicTableWriter(path) as writer:
+            writer.write(self.corrections(file))
         return path
 
     def export(self, file: int, titles: dict[str, str]) -> Path:
