@@ -1,0 +1,97 @@
+"""Micro-batching: the rows of concurrent requests are gathered into one forward pass.
+
+One task on the event loop takes the first waiting request, waits at most `max_wait` seconds
+for more (up to `max_batch` rows), and runs the batch on the model thread: the loop never waits
+on the model, and each caller gets its own rows back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from occlass.predict.predictor import Predictor
+
+
+@dataclass
+class _Request:
+    frame: pd.DataFrame  # title and description columns
+    top_k: int
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """`await batcher.predict(frame, top_k)`: `Predictor.predict_frame`'s result for `frame`,
+    computed in one pass with the requests that arrived within `max_wait` seconds of the
+    first (at most `max_batch` rows, more only when a single request is bigger)."""
+
+    def __init__(self, predictor: Predictor, executor: Executor, max_batch: int = 256,
+                 max_wait: float = 0.005):
+        self.predictor = predictor
+        self.executor = executor
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.batch_sizes: list[int] = []  # rows of each pass, for tests and the bench
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def predict(self, frame: pd.DataFrame, top_k: int) -> pd.DataFrame:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(frame.reset_index(drop=True), top_k, future))
+        return await future
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            rows = len(batch[0].frame)
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch:
+                try:
+                    request = (self._queue.get_nowait() if self._queue.qsize()
+                               else await asyncio.wait_for(self._queue.get(),
+                                                           deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    break
+                batch.append(request)
+                rows += len(request.frame)
+            self.batch_sizes.append(rows)
+            await self._run(batch)
+
+    async def _run(self, batch: list[_Request]) -> None:
+        """One `predict_frame` per top_k among the batch's requests, on the model thread."""
+        for top_k in sorted({r.top_k for r in batch}):
+            group = [r for r in batch if r.top_k == top_k and not r.future.done()]
+            if not group:
+                continue
+            frame = pd.concat([r.frame for r in group], ignore_index=True)
+            try:
+                result = await run_on(self.executor, self.predictor.predict_frame, frame, top_k)
+            except Exception as err:  # noqa: BLE001 (each caller gets the error)
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(err)
+                continue
+            start = 0
+            for request in group:
+                rows = result.iloc[start:start + len(request.frame)].reset_index(drop=True)
+                start += len(request.frame)
+                if not request.future.done():  # the caller may have gone
+                    request.future.set_result(rows)
+
+
+async def run_on(executor: Executor, function: Callable, *args):
+    """`function(*args)` on `executor`, awaited without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
