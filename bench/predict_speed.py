@@ -136,7 +136,7 @@ def main() -> None:
         f"{default.batch_size} inputs and {default.batch_tokens} tokens (padding included), identical "
         "token sequences encoded once; '+ confidence + evidence' adds the calibrated confidence "
         "(softmax over every code) and the evidence title of each top-1; bf16 = CPU autocast of "
-        "the encoder (scores in fp32). "
+        "the encoder and the memory lookup in bf16 (category similarity and fusion in fp32). "
         "Both score against the same category matrix (built once, not timed). Times are the best "
         "of two passes (the first also warms up kernels; each pass uses a fresh Predictor that "
         f"remembers nothing). Inputs from `{args.data_dir}`: distinct O*NET alternate titles "
