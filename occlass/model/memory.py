@@ -53,15 +53,18 @@ class ExemplarMemory:
         return queries.to(self.embeddings.dtype) @ self.embeddings.T
 
     def best(self, similarities: torch.Tensor) -> torch.Tensor:
-        """(B, n_codes) best exemplar similarity per code; -inf where a code has none."""
+        """(B, n_codes) best exemplar similarity per code; -inf where a code has none. On CPU a
+        segment maximum (numpy's reduceat), elsewhere a scatter."""
+        best = torch.full((similarities.shape[0], self.n_codes), float("-inf"),
+                          device=similarities.device, dtype=similarities.dtype)
         if similarities.device.type != "cpu":
-            lengths = self.counts.expand(similarities.shape[0], -1)
-            return torch.segment_reduce(similarities, "max", lengths=lengths, axis=1)
-        best = torch.full((similarities.shape[0], self.n_codes), float("-inf"))
+            index = self.labels.expand(similarities.shape[0], -1)
+            return best.scatter_reduce(1, index, similarities, "amax")
         filled = self.counts > 0
         best[:, filled] = torch.from_numpy(np.maximum.reduceat(
-            similarities.float().numpy(), self.starts[filled].numpy(), axis=1))
-        return best.to(similarities.dtype)
+            similarities.detach().float().numpy(), self.starts[filled].numpy(),
+            axis=1)).to(best.dtype)
+        return best
 
     def evidence(self, similarities: torch.Tensor, codes: torch.Tensor) -> tuple[list[str],
                                                                                   torch.Tensor]:
