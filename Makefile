@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA := data/onet-29.3
 MIRROR := ../shared/data/onet-29.3
+SOC := data/soc-2018
+SOC_MIRROR := ../shared/data/soc-2018
 
 .PHONY: venv data data-summary mpnet train test test-all lint
 
@@ -21,6 +23,7 @@ venv: $(STAMP)
 
 data: venv
 	$(PY) -m occlass.data.download --dest $(DATA) --mirror $(MIRROR)
+	$(PY) -m occlass.data.download --soc --dest $(SOC) --mirror $(SOC_MIRROR)
 
 data-summary: venv data
 	$(PY) -m occlass.data

@@ -1,17 +1,24 @@
-"""Accuracy on four kinds of input, against the baselines and an ablation, written to BENCHMARKS.md.
+"""Accuracy on five kinds of input, against the baselines and an ablation, written to BENCHMARKS.md.
 
     .venv/bin/python bench/accuracy.py --run RUN_DIR [--ablation NAME=RUN_DIR ...] [--section S]
 
 Sets (from the run's own data config and split):
-- test: the test-split titles (never trained on);
+- val: the validation titles, beside test because validation chooses: half of them chose the
+  fusion weight, and all of them the description weight and the calibrator (so val is optimistic);
+- test: the test-split titles (never trained on, never used to choose anything);
 - reported: O*NET's reported titles that only workers reported (the "reported" split, kept out
   of training and out of the evaluation memory): the closest stand-in for real inputs;
-- noisy: the test titles made noisy by `bench/noisy_copy.py` (other code than the training
-  augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
+- noisy (seen): the test titles made noisy by `bench/noisy_copy.py`'s "seen" rules (other code,
+  same kinds as the training augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
+- noisy (unseen): the test titles made noisy by its "unseen" rules, kinds the training never
+  makes: British and gender-neutral forms, run-together words, tags, numbers, banners;
 - postings: pseudo job ads of the test titles (`occlass.data.postings`: task statements that training
-  never uses, in company, benefits and equal-opportunity boilerplate), with their titles.
+  never uses, in company, benefits and equal-opportunity boilerplate), with their titles. The
+  tasks are the gold occupation's own: an upper bound on what real ads give.
 Baselines: TF-IDF and zero-shot (packaged MiniLM) nearest-neighbour over the training titles,
-zero-shot category similarity, and the fine-tuned encoder's nearest-neighbour. The memory of
+zero-shot category similarity, the zero-shot model fused with the memory (the strongest
+untrained baseline: the untouched model as prediction uses it), and the fine-tuned encoder's
+nearest-neighbour. The memory of
 every method holds the training titles only. Each --ablation run is scored the same way
 (category only, and fused with its own validation-chosen weight).
 """
@@ -37,10 +44,10 @@ from occlass.data.tokenizer import PACKAGED, load_tokenizer
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
 from occlass.model.encoder import Encoder
 from occlass.model.memory import build_memory, fuse
-from occlass.predict.loader import RunParts
+from occlass.predict.loader import ZERO_SHOT_FUSION, RunParts
 from occlass.predict.predictor import Predictor
 
-SETS = ("test", "reported", "noisy", "postings")
+SETS = ("val", "test", "reported", "noisy (seen)", "noisy (unseen)", "postings")
 
 
 def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int = 1):
@@ -53,9 +60,11 @@ def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int 
                           category_n_tasks=info.n_tasks)
     has_ad = np.array([a != "" for a in ads])
     sets = {
+        "val": (list(part["val"]["title"]), None, list(part["val"]["codes"])),
         "test": (list(test["title"]), None, list(test["codes"])),
         "reported": (list(part["reported"]["title"]), None, list(part["reported"]["codes"])),
-        "noisy": (noisy_copy(list(test["title"]), seed=seed), None, list(test["codes"])),
+        **{f"noisy ({rules})": (noisy_copy(list(test["title"]), seed, rules), None,
+                                list(test["codes"])) for rules in ("seen", "unseen")},
         "postings": (list(test["title"][has_ad]), [a for a in ads if a],
                      list(test["codes"][has_ad])),
     }
@@ -140,10 +149,12 @@ def main() -> None:
     titles = {s: sets[s][0] for s in SETS}
     score("TF-IDF nearest neighbour (char 2–4-grams)",
           {s: tfidf_scores(memory.titles, memory.labels, titles[s], len(taxonomy)) for s in SETS})
-    base = Method(PACKAGED, taxonomy, info, memory, 0.5, args.device)
+    base = Method(PACKAGED, taxonomy, info, memory, ZERO_SHOT_FUSION, args.device)
     parts = {s: base.parts(titles[s]) for s in SETS}
     score("zero-shot category similarity", {s: parts[s][0] for s in SETS})
     score("zero-shot nearest neighbour", {s: parts[s][1] for s in SETS})
+    score(f"zero-shot fused with exemplars (w={ZERO_SHOT_FUSION})",
+          {s: fuse(parts[s][0], parts[s][1], ZERO_SHOT_FUSION) for s in SETS})
     del parts
     runs_ = [("this run", args.run)] + [tuple(a.split("=", 1)) for a in args.ablation]
     for name, run in runs_:

@@ -1,10 +1,16 @@
 """A seeded noisy copy of job titles, the way titles from other agencies and job boards look.
 
-    .venv/bin/python bench/noisy_copy.py [--seed 0] < titles.txt > noisy.txt
+    .venv/bin/python bench/noisy_copy.py [--seed 0] [--rules seen|unseen] < titles.txt > noisy.txt
 
-Each title gets one or two of: comma inversion ("Inspector, Pole"), abbreviations ("Sr", "Mgr",
-"RN"), a level ("II", "Lead"), a company, location, shift or pay suffix, upper or lower case,
-and one typo. Independent of the training augmentation: its own word lists and rules.
+Each title gets one or two kinds of noise from one of two rule sets:
+- seen: comma inversion ("Inspector, Pole"), abbreviations ("Sr", "Mgr", "RN"), a level ("II",
+  "Lead"), a company, location, shift or pay suffix, upper or lower case, one typo. Its own code
+  and word lists, but the same kinds of noise as the training augmentation
+  (`occlass/data/augment.py`).
+- unseen: kinds the training augmentation never makes: British spellings ("Labourer"),
+  gender-neutral forms ("Foreperson"), two words run together ("Pole-Inspector"), a gender tag
+  ("(m/f/d)"), a requisition number ("Req #48213"), a hiring banner ("Now Hiring:") or
+  decoration ("** Cook **"). Every word of the title stays, in that spelling; nothing else changes.
 """
 
 from __future__ import annotations
@@ -146,36 +152,123 @@ def _always(title: str) -> bool:
     return True
 
 
-# (applies, apply) in the order they compose: invert before a level is added, the typo before
-# abbreviations and suffixes (so it lands in a word of the title), case last.
-STEPS = [(_can_invert, _invert), (_always, _level), (_can_typo, _typo),
-         (_can_abbreviate, _abbreviate), (_always, _suffix), (_always, _case)]
+# The unseen rules: none of their kinds of noise is in the training augmentation.
+BRITISH = {  # American → British; a plural keeps its "s"
+    "labor": "labour", "laborer": "labourer", "behavior": "behaviour",
+    "behavioral": "behavioural", "color": "colour", "colorist": "colourist",
+    "harbor": "harbour", "armor": "armour", "armorer": "armourer", "vapor": "vapour",
+    "pediatric": "paediatric", "pediatrician": "paediatrician", "orthopedic": "orthopaedic",
+    "anesthesiologist": "anaesthesiologist", "anesthetist": "anaesthetist",
+    "anesthesia": "anaesthesia", "gynecologist": "gynaecologist", "hematologist": "haematologist",
+    "hematology": "haematology", "esthetician": "aesthetician", "mold": "mould",
+    "molder": "moulder", "molding": "moulding", "tire": "tyre", "gray": "grey", "plow": "plough",
+    "aluminum": "aluminium", "jewelry": "jewellery", "catalog": "catalogue",
+    "cataloger": "cataloguer", "program": "programme", "airplane": "aeroplane", "curb": "kerb",
+}
+_BRITISH = re.compile(r"\b(" + "|".join(BRITISH) + r")(s?)\b", re.IGNORECASE)
+# "Foreman" → "Foreperson", not "Human" or "Policewoman".
+_MAN = re.compile(r"\b(?!(?:hu|ger|pull|sha|otto)man\b)([A-Za-z]{2,}?)(?<!wo)man\b", re.IGNORECASE)
+GENDER_TAGS = ["(m/f/d)", "(m/w/d)", "(f/m/x)", "(all genders)", "(h/f)", "(M/F/D)"]
+REQUISITIONS = ["Req #{n}", "[JR-{n:06d}]", "- Job ID {year}-{n}", "(Ref. {n})", "REQ{n}"]
+BANNERS = ["Now Hiring:", "URGENT:", "Hiring Now -", "Job Opening:", "NEW!", "Apply Today -",
+           "We're Hiring:"]
+DECORATIONS = ["** {} **", "*{}*", "★ {} ★", ">> {} <<", "~ {} ~", "!! {} !!"]
 
 
-def noisy_title(title: str, rng: random.Random) -> str:
-    """`title` with one or two kinds of real-world noise; never the same string."""
+def _same_case(word: str, like: str) -> str:
+    return word.upper() if like.isupper() and len(like) > 1 else (
+        word.capitalize() if like[0].isupper() else word)
+
+
+def _can_british(title: str) -> bool:
+    return bool(_BRITISH.search(title))
+
+
+def _british(title: str, rng: random.Random) -> str:
+    """Every word with a British spelling in it: "Laborers" → "Labourers"."""
+    return _BRITISH.sub(lambda m: _same_case(BRITISH[m[1].lower()], m[1]) + m[2], title)
+
+
+def _can_neutral(title: str) -> bool:
+    return bool(_MAN.search(title))
+
+
+def _neutral(title: str, rng: random.Random) -> str:
+    """"-man" as "-person" or "-woman": "Foreman" → "Foreperson"."""
+    ending = rng.choice(("person", "woman"))
+    return _MAN.sub(lambda m: m[1] + _same_case(ending, m[0][-3:]), title)
+
+
+def _can_fuse(title: str) -> bool:
+    return len(title.split()) > 1
+
+
+def _fuse(title: str, rng: random.Random) -> str:
+    """Two neighbouring words run together, or joined by a hyphen: "Pole-Inspector"."""
+    words = title.split()
+    i = rng.randrange(len(words) - 1)
+    words[i:i + 2] = [words[i] + rng.choice(("", "-")) + words[i + 1]]
+    return " ".join(words)
+
+
+def _gender_tag(title: str, rng: random.Random) -> str:
+    return f"{title} {rng.choice(GENDER_TAGS)}"
+
+
+def _requisition(title: str, rng: random.Random) -> str:
+    number = rng.choice(REQUISITIONS).format(n=rng.randint(1000, 99999),
+                                             year=rng.randint(2019, 2026))
+    return f"{title} {number}"
+
+
+def _banner(title: str, rng: random.Random) -> str:
+    return f"{rng.choice(BANNERS)} {title}"
+
+
+def _decorate(title: str, rng: random.Random) -> str:
+    return rng.choice(DECORATIONS).format(title)
+
+
+# (applies, apply) in the order they compose: inside the title first, then around it.
+STEPS = {
+    # invert before a level is added, the typo before abbreviations and suffixes (so it lands
+    # in a word of the title), case last
+    "seen": [(_can_invert, _invert), (_always, _level), (_can_typo, _typo),
+             (_can_abbreviate, _abbreviate), (_always, _suffix), (_always, _case)],
+    "unseen": [(_can_british, _british), (_can_neutral, _neutral), (_can_fuse, _fuse),
+               (_always, _gender_tag), (_always, _requisition), (_always, _banner),
+               (_always, _decorate)],
+}
+# What a title that came out unchanged gets instead.
+FALLBACK = {"seen": _suffix, "unseen": _requisition}
+
+
+def noisy_title(title: str, rng: random.Random, rules: str = "seen") -> str:
+    """`title` with one or two kinds of real-world noise from the rule set `rules`; never the
+    same string."""
     title = " ".join(title.split())
-    usable = [i for i, (applies, _) in enumerate(STEPS) if applies(title)]
+    usable = [i for i, (applies, _) in enumerate(STEPS[rules]) if applies(title)]
     chosen = set(rng.sample(usable, rng.choice((1, 2))))
     out = title
-    for i, (_, apply) in enumerate(STEPS):
+    for i, (_, apply) in enumerate(STEPS[rules]):
         if i in chosen:
             out = apply(out, rng)
-    return out if out != title else _suffix(out, rng)
+    return out if out != title else FALLBACK[rules](out, rng)
 
 
-def noisy_copy(titles: Sequence[str], seed: int = 0) -> list[str]:
-    """A noisy version of each title, reproducible for a seed."""
+def noisy_copy(titles: Sequence[str], seed: int = 0, rules: str = "seen") -> list[str]:
+    """A noisy version of each title, reproducible for a seed; `rules` "seen" or "unseen"."""
     rng = random.Random(seed)
-    return [noisy_title(title, rng) for title in titles]
+    return [noisy_title(title, rng, rules) for title in titles]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rules", choices=list(STEPS), default="seen")
     args = parser.parse_args()
     titles = [line.rstrip("\n") for line in sys.stdin]
-    sys.stdout.writelines(title + "\n" for title in noisy_copy(titles, args.seed))
+    sys.stdout.writelines(title + "\n" for title in noisy_copy(titles, args.seed, args.rules))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""Trust figures of a run, written to BENCHMARKS.md: calibration of `confidence` on the test
-split, coverage at the review threshold, and what corrections do without retraining.
+"""Trust figures of a run, written to BENCHMARKS.md: what the confidence keeps of its promise
+on four kinds of input, old (temperature + top-label calibrator) against new (the confidence
+model, with back-off to SOC groups), and what corrections do without retraining.
 
     .venv/bin/python bench/review.py --run RUN_DIR [--data-dir data/onet-29.3]
 
-Calibration: the run's `test_predictions.parquet` (scored with the training titles' memory;
-`python -m occlass.report RUN --refit` writes it for an older run). Corrections: half of the
-test titles (seeded) become corrections (title, first code); then top-1 on near-variants of
-them (upper case, inverted word order, abbreviations, as `bench/noisy_copy.py` writes them), and
-on the other half with and without the corrections.
+Sets as `bench/accuracy.py` makes them (test, reported, noisy: unseen noise, pseudo ads of the
+test titles with their text), scored with the training titles' memory as the Predictor scores
+them (`occlass.report.analysis.score_kind`). Per set: the rows each confidence accepts at the
+run's own thresholds (chosen on validation) and how many of them are right (at the level given);
+the expected calibration error of the top-1 confidence; and the coverage at 0.90 and 0.95
+precision with thresholds chosen on the set itself (how well each confidence ranks rows, not a
+promise). A run without a confidence model: `python -m occlass.report RUN --refit` fits one.
+
+Corrections: half of the test titles (seeded) become corrections (title, first code); then
+top-1 on near-variants of them (upper case, inverted word order, abbreviations, as
+`bench/noisy_copy.py` writes them), and on the other half with and without the corrections.
 """
 
 from __future__ import annotations
@@ -20,15 +27,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from accuracy import SETS, load_sets
 from common import load, preamble, write_section
 from noisy_copy import _abbreviate, _can_abbreviate, _can_invert, _invert
 
 from occlass import runs
 from occlass.data.examples import split_examples
-from occlass.model.calibration import expected_calibration_error
+from occlass.data.soc import LEVELS
+from occlass.data.taxonomy import Taxonomy
+from occlass.errors import OcclassError
+from occlass.model.calibration import Calibrator, expected_calibration_error, review_threshold
+from occlass.model.confidence import ConfidenceModel, choose_level, level_thresholds
 from occlass.predict.loader import load_corrections, load_run, load_taxonomy
 from occlass.predict.predictor import Predictor
-from occlass.report.analysis import training_memory
+from occlass.report.analysis import score_kind, training_memory
+
+TARGETS = (0.9, 0.95)
 
 
 def variants(title: str, rng: random.Random) -> list[tuple[str, str]]:
@@ -46,6 +60,60 @@ def top1(predictor: Predictor, titles: list[str], codes: list[set[str]]) -> floa
     return float(np.mean([p in c for p, c in zip(predicted, codes)]))
 
 
+def accepted(mask: np.ndarray, right: np.ndarray) -> str:
+    """"share (precision)" of the accepted rows."""
+    return f"{mask.mean():.1%} ({right[mask].mean():.3f})" if mask.any() else "0% (–)"
+
+
+def coverage(confidence: np.ndarray, right: np.ndarray, target: float) -> float:
+    """The share of rows the confidence can accept with `target` precision, thresholded on
+    these rows themselves."""
+    return float((confidence >= review_threshold(confidence, right, target)).mean())
+
+
+def measure(kind, calibrator: Calibrator, model: ConfidenceModel) -> dict[str, str]:
+    """One set's cells: old and new at the run's thresholds, ECE, coverage at the targets."""
+    correct = kind.correct.numpy()
+    old = calibrator.confidence(kind.scores).numpy()
+    new = model.probabilities(kind.signals).numpy()
+    cells = {"rows": f"{len(old):,}",
+             "old": accepted(old >= calibrator.review_below, correct[:, 0]),
+             "ECE old": f"{expected_calibration_error(old, correct[:, 0]):.3f}",
+             "ECE new": f"{expected_calibration_error(new[:, 0], correct[:, 0]):.3f}"}
+    for target in TARGETS:
+        thresholds = model.thresholds_for(target)
+        level = choose_level(new, thresholds)
+        right = correct[np.arange(len(level)), level.clip(0)] & (level >= 0)
+        cells[f"new detailed {target}"] = accepted(new[:, 0] >= thresholds[0], correct[:, 0])
+        cells[f"new back-off {target}"] = accepted(level >= 0, right)
+        cells[f"levels {target}"] = " / ".join(f"{(level == j).mean():.0%}"
+                                               for j in range(len(LEVELS)))
+        own = choose_level(new, level_thresholds(new, correct, target))
+        cells[f"coverage {target}"] = (
+            f"{coverage(old, correct[:, 0], target):.1%} / "
+            f"{coverage(new[:, 0], correct[:, 0], target):.1%} / {(own >= 0).mean():.1%}")
+    return cells
+
+
+def confidence_section(cells: dict[str, dict[str, str]]) -> str:
+    """The two tables: at the run's thresholds, and coverage with thresholds on each set."""
+    lines = [("| set | rows | target | old: accepted (right) | new, detailed only | "
+             "new, with back-off | share per level (O*NET / SOC / broad / minor / major) | "
+             "ECE old | ECE new |"), "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for name, c in cells.items():
+        for target in TARGETS:
+            old = c["old"] if target == TARGETS[0] else ""
+            lines.append(f"| {name} | {c['rows']} | {target:g} | {old} | "
+                         f"{c[f'new detailed {target}']} | {c[f'new back-off {target}']} | "
+                         f"{c[f'levels {target}']} | {c['ECE old']} | {c['ECE new']} |")
+    cover = ["| set | " + " | ".join(f"at {t:g}: old / new / new with back-off"
+                                     for t in TARGETS) + " |", "|---|" + "---:|" * len(TARGETS)]
+    cover += [f"| {name} | " + " | ".join(c[f"coverage {t}"] for t in TARGETS) + " |"
+              for name, c in cells.items()]
+    return "\n".join(lines) + "\n\nCoverage (share of rows accepted) with thresholds chosen on " \
+        "each set itself, how well each confidence ranks its rows:\n\n" + "\n".join(cover)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, type=Path)
@@ -53,24 +121,38 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, help="correction threshold (default: the "
                         "Predictor's)")
+    parser.add_argument("--limit", type=int, help="at most this many rows of each set (seeded "
+                        "sample; a quick check, not the figures)")
     args = parser.parse_args()
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
-    frame = pd.read_parquet(args.run / runs.PREDICTIONS_FILE)
-    correct = np.array([p in set(c) for p, c in zip(frame["pred_code_1"], frame["codes"])])
-    confidence = frame["confidence"].to_numpy()
-    ece = expected_calibration_error(confidence, correct)
-    threshold = info.calibration["review_below"]
-    accepted = confidence >= threshold
-
+    if info.confidence is None or info.calibration is None:
+        raise OcclassError(f"{args.run}: no confidence model; fit one with "
+                           f"`python -m occlass.report {args.run} --refit`")
     taxonomy = load_taxonomy(args.data_dir, info.recipe)
     examples = split_examples(info.config["data"], args.data_dir, taxonomy)
     parts = load_run(args.run, args.data_dir)
     parts.memory = training_memory(parts, examples)
     predictor = Predictor(parts)
+    calibrator, model = Calibrator.from_dict(info.calibration), parts.confidence_model
+    _, sets = load_sets(info, args.data_dir, Taxonomy.load(args.data_dir, with_tasks=True))
+    cells = {}
+    for name in SETS:
+        titles, descriptions, codes = sets[name]
+        if not titles:
+            continue
+        if args.limit and len(titles) > args.limit:
+            rows = sorted(random.Random(args.seed).sample(range(len(titles)), args.limit))
+            titles, codes = [titles[i] for i in rows], [codes[i] for i in rows]
+            descriptions = descriptions and [descriptions[i] for i in rows]
+        kind = score_kind(predictor, titles, codes, model.temperature, parts.levels,
+                          descriptions, predictor.description_weight)
+        cells[name] = measure(kind, calibrator, model)
+        print(name, cells[name], flush=True)
     if args.threshold is not None:
         predictor.correction_threshold = args.threshold
     test = examples[examples["split"] == "test"].sample(frac=1, random_state=args.seed)
+    test = test.head(args.limit) if args.limit else test
     codes = [{taxonomy.codes[c] for c in cs} for cs in test["codes"]]
     half = len(test) // 2
     corrected, other = test.iloc[:half], test.iloc[half:]
@@ -98,15 +180,17 @@ def main() -> None:
                      for kind in before)
     body = (
         "## Confidence, review and corrections\n\n"
-        + preamble(f"run `{args.run}` (calibration fitted on validation: temperature "
-                   f"{info.calibration['temperature']:.4f}, review below "
-                   f"{threshold:.4f}); correction threshold "
-                   f"{predictor.correction_threshold}; seed {args.seed}", at_start)
-        + f"\nTest split, {len(frame):,} titles, scored with the training titles' memory:\n\n"
-        f"- expected calibration error of `confidence` (15 bins): **{ece:.4f}**\n"
-        f"- `needs_review=false` (confidence ≥ {threshold:.4f}): **{accepted.mean():.1%}** of "
-        f"rows, top-1 {correct[accepted].mean():.4f} on them (target 0.90); "
-        f"top-1 {correct[~accepted].mean():.4f} on the rows flagged for review\n\n"
+        + preamble(f"run `{args.run}` (old: temperature {calibrator.temperature:.4f} and "
+                   f"top-label scaling, review below {calibrator.review_below:.4f}; new: the "
+                   f"confidence model, run target {model.target:g}; both fitted on validation); "
+                   f"correction threshold {predictor.correction_threshold}; seed {args.seed}",
+                   at_start)
+        + "\nEach set scored with the training titles' memory. Accepted rows at the run's own "
+        "thresholds, as `needs_review=false` gives them (share of rows, and how many of them "
+        "are right at the level given): old, the top-label calibrator (top-1 only); new, "
+        "`pred_code_1` alone (`confidence` at the O*NET level's threshold) and with back-off "
+        "to the finest SOC level that qualifies (`coded_level`); ECE of the top-1 confidence "
+        "(15 bins):\n\n" + confidence_section(cells) + "\n\n"
         f"Corrections: {half:,} test titles given as `corrections=` (their first code); top-1 "
         "on near-variants of them, without and with the corrections:\n\n"
         "| variant | titles | without | with corrections |\n|---|---:|---:|---:|\n"

@@ -70,6 +70,7 @@ class RunInfo:
     fusion_weight: float | None = None  # exemplar weight chosen on validation; None = no memory
     description_weight: float | None = None  # weight of a description's category similarity
     calibration: dict | None = None  # occlass.model.calibration.Calibrator fitted on validation
+    confidence: dict | None = None  # occlass.model.confidence.ConfidenceModel (None: older run)
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
@@ -105,6 +106,8 @@ class RunInfo:
                 and all(isinstance(info.calibration.get(k), (int, float))
                         for k in ("temperature", "review_below"))):
             wrong.append("calibration")
+        if info.confidence is not None and not isinstance(info.confidence, dict):
+            wrong.append("confidence")
         if wrong:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info

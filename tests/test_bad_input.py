@@ -4,6 +4,7 @@ and, where prediction succeeds, every input value back exactly, in CSV, JSONL an
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -115,8 +116,10 @@ def test_zero_rows_give_the_header(common, tmp_path, ext):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 rows → out" in done.stdout and temp_files(tmp_path) == []
     out = tmp_path / f"out.{ext}"
-    predicted = [f"pred_{n}_{j}" for n in ("code", "title", "score") for j in (1, 2)] + [
-        "confidence", "needs_review", "pred_evidence_1", "status"]
+    predicted = [f"{n}_{j}" for n in ("pred_code", "pred_title", "pred_score", "soc_code",
+                                      "soc_title") for j in (1, 2)] + [
+        "confidence", "coded_level", "coded_code", "coded_title", "coded_confidence",
+        "needs_review", "pred_evidence_1", "status"]
     if ext == "csv":
         assert out.read_text().splitlines() == [",".join(["id", "title", *predicted])]
     elif ext == "jsonl":
@@ -244,12 +247,21 @@ def test_output_side_failures(common, tmp_path, case):
     ("no title column", "columns.title=null", "columns.title=None"),
     ("misspelled description", "columns.description=descripton", "no column 'descripton'"),
     ("malformed run.json", None, "run.json: not a valid run record"),
+    ("malformed confidence model", None, "run.json: malformed confidence model"),
+    ("target not fitted", "target_precision=0.93", "thresholds for 0.8, 0.85, 0.9, 0.95, 0.98"),
+    ("target out of range", "target_precision=90", "target_precision=90"),
+    ("unknown level", "min_level=group", "min_level='group': choose one of onet, detailed"),
+    ("review_below with levels", "review_below=0.5", "review_below applies to confidence=platt"),
     ("truncated weights", None, "cannot load model"),
 ])
 def test_bad_option_values(run_dir, tiny_onet, tmp_path, case, override, needle):
     run = shutil.copytree(run_dir, tmp_path / "run")
     if case == "malformed run.json":
         (run / "run.json").write_text('{"taxonomy_version": ')
+    elif case == "malformed confidence model":
+        record = json.loads((run / "run.json").read_text())
+        record["confidence"]["weights"] = record["confidence"]["weights"][:2]
+        (run / "run.json").write_text(json.dumps(record))
     elif case == "truncated weights":
         weights = run / runs.ENCODER_DIR / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:5000])

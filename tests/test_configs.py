@@ -2,15 +2,18 @@
 
 import pytest
 import torch
-from helpers.tiny import ROOT
+from helpers.tiny import ROOT, compose_tiny_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
+from occlass import runs
 from occlass.data.datamodule import TitlePairDataModule
+from occlass.model.memory import FUSION_GRID
 from occlass.model.module import OccupationClassifier
+from occlass.train.job import train
 
 CONF = ROOT / "conf"
 OPTIONS = sorted((path.parent.relative_to(CONF).as_posix(), path.stem)
@@ -58,3 +61,25 @@ def test_predict_config_composes_with_each_trainer():
         with initialize_config_dir(str(CONF), version_base="1.3"):
             cfg = compose("predict", overrides=[] if trainer is None else [f"trainer={trainer}"])
         assert (cfg.get("trainer") is None) == (trainer is None)
+
+
+def test_gpu_large_is_mpnet_with_the_default_recipe_on_one_gpu(tiny_bert, tiny_onet, tmp_path):
+    """experiment=gpu-large: all-mpnet-base-v2, the default recipe, one GPU in bf16; it trains
+    (fast_dev_run) and exports a calibrated, memory-fused run on CPU with the tiny model
+    standing in for mpnet."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpu-large"])
+        default = compose("train")
+    assert cfg.model.encoder.name.endswith("models/all-mpnet-base-v2")
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == \
+        ("gpu", 1, "bf16-mixed")
+    assert cfg.data.batch_size > default.data.batch_size
+    assert cfg.exemplar_memory and cfg.data.title_pairs
+    assert cfg.data.noise == default.data.noise is not None
+    assert cfg.model.hard_negatives_every is None
+    out = tmp_path / "run"
+    train(compose_tiny_train(tiny_onet, tiny_bert, out, "experiment=gpu-large",
+                             "trainer.accelerator=cpu", "trainer.fast_dev_run=true"))
+    info = runs.RunInfo.load(out)
+    assert info.config["data"]["max_category_length"] == 96
+    assert info.fusion_weight in FUSION_GRID and info.calibration is not None

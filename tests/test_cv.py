@@ -29,9 +29,11 @@ def load_examples(data_dir: Path):
 
 
 def held_out_candidates(examples) -> set[str]:
-    """The titles a fold may test: not an occupation's own title, not only reported."""
-    anchored = set(examples.loc[examples["sources"].map(lambda s: "title" in s), "key"])
-    return set(examples.loc[~examples["reported_only"], "key"]) - anchored
+    """The titles a fold may test: not in a group (of surface forms) with an occupation's own
+    title or a title only workers reported."""
+    anchored = examples["sources"].map(lambda s: "title" in s)
+    kept_out = set(examples.loc[anchored | examples["reported_only"], "group"])
+    return set(examples.loc[~examples["group"].isin(kept_out), "key"])
 
 
 def fold_test_sets(examples, folds: int, **kwargs) -> list[set[str]]:

@@ -1,13 +1,12 @@
 import logging
 
-import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
 from occlass.data.datamodule import TitlePairDataModule
 from occlass.data.examples import assign_splits, group_examples, load_pairs
 from occlass.data.taxonomy import Taxonomy
-from occlass.data.text import normalize_title
+from occlass.data.text import normalize_title, surface_key
 from occlass.errors import DataError
 
 
@@ -68,18 +67,42 @@ def test_onet_splits_are_deterministic_and_never_leak():
 
 
 @pytest.mark.skipif(not ONET_DATA.is_dir(), reason="run `make data` first")
-def test_reported_holdout_holds_the_titles_only_workers_reported():
-    _, pairs, examples = make_examples(ONET_DATA)
+def test_reported_holdout_holds_the_groups_of_titles_only_workers_reported():
+    _, _, examples = make_examples(ONET_DATA)
     split = assign_splits(examples, 0.05, 0.1, seed=0)
     held = examples[split == "reported"]
     assert 2_000 < len(held) < 5_000
-    rows = pairs[pairs["title"].map(normalize_title).isin(set(held["key"]))]
-    assert set(rows["source"]) == {"alternate", "reported"}  # never a title O*NET lists itself
-    alternate = pd.read_csv(ONET_DATA / "Alternate Titles.txt", sep="\t", dtype=str)
-    listed = set(alternate.loc[alternate["Source(s)"] != "02", "Alternate Title"]
-                 .map(normalize_title))
-    assert not listed & set(held["key"])
+    reported_groups = set(examples.loc[examples["reported_only"], "group"])
+    assert set(held["group"]) == reported_groups - set(examples.loc[split == "train", "group"])
+    assert not held["sources"].map(lambda s: "title" in s).any()  # never an occupation's title
     assert (assign_splits(examples, 0.05, 0.1, seed=0, holdout="none") == "train").all()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not ONET_DATA.is_dir(), reason="run `make data` first")
+def test_no_held_out_title_has_a_surface_form_in_train():
+    """On the real O*NET files: no test, validation or reported title has its same-row partner
+    (alternate ↔ short title) or a twin after `surface_key` (plural, word order, stop words)
+    in train."""
+    _, pairs, examples = make_examples(ONET_DATA)
+    split = dict(zip(examples["key"], assign_splits(examples, 0.05, 0.1, seed=0)))
+    train = {k for k, s in split.items() if s == "train"}
+    surface_in_train = {surface_key(k) for k in train}
+    keys = pairs.assign(key=pairs["title"].map(normalize_title))
+    for held_out in ("val", "test", "reported"):
+        held = {k for k, s in split.items() if s == held_out}
+        assert len(held) > 1000
+        assert not {surface_key(k) for k in held} & surface_in_train
+        rows = keys[keys["entry"].isin(set(keys.loc[keys["key"].isin(held), "entry"]) - {""})]
+        assert not set(rows["key"]) & train, held_out  # same-row partners of held-out titles
+
+
+def test_surface_key_joins_plurals_orders_and_stop_words():
+    assert surface_key("Inspector, pole") == surface_key("Pole Inspectors")
+    assert surface_key("Secretaries & Clerks") == surface_key("clerk and secretary")
+    assert surface_key("Director of Nursing") == surface_key("Nursing Director")
+    assert surface_key("Nurse") != surface_key("Nurse Aide")
+    assert surface_key("the") == "the"  # nothing but stop words: kept as it is
 
 
 def test_user_labelled_file(tiny_onet, tmp_path, caplog):
@@ -171,8 +194,11 @@ def test_datamodule_batches(tiny_onet, tiny_bert):
     assert (batch["codes"] == batch["label"].unsqueeze(1)).any(1).all()
     assert batch["codes"].min() >= -1
     eval_batch = next(iter(datamodule.val_dataloader()))
-    assert set(eval_batch) == {"title", "codes"}
+    assert set(eval_batch) == {"title", "codes", "choose"}
     assert eval_batch["title"]["input_ids"].shape[0] <= 8
+    # every other validation title chooses the fusion weight, the others measure with it
+    assert eval_batch["choose"].tolist() == [i % 2 == 0 for i in range(len(eval_batch["choose"]))]
+    assert set(next(iter(datamodule.test_dataloader()))) == {"title", "codes"}
 
 
 def test_summary_command(tiny_onet, capsys):

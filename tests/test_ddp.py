@@ -101,15 +101,15 @@ def run_metrics(out: Path) -> dict:
 
 
 def test_two_process_ddp_run_equals_one_process_run(train_cfg, tiny_bert, tiny_onet, tmp_path):
-    """2 ranks × batch 4 against 1 process × batch 8: the same global batches (val and test of
-    8 titles each, so no rank gets a padded sample), the same metrics, final
+    """2 ranks × batch 4 against 1 process × batch 8: the same global batches (val of 10 and
+    test of 6 titles, so no rank gets a padded sample), the same metrics, final
     weights and category cache. Without title-to-title pairs and noise: the partner titles and
     the noise are drawn from each rank's own share of the batch, so they differ from one
     process's."""
     common = ["trainer.max_epochs=2", "optim.lr=1e-3", "seed=7", "threads=1",
               "callbacks=model_checkpoint", "data.title_pairs=false", "data.noise=null",
               "data.val_fraction=0.2",
-              "data.test_fraction=0.25"]
+              "data.test_fraction=0.35"]
     single = train_cfg(*common, f"paths.output_dir={tmp_path / 'single'}")
     train(single)
     ddp = tmp_path / "ddp"

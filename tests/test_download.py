@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from occlass.data.download import MARKER, NEEDED, fetch, main
+from occlass.data.download import MARKER, NEEDED, SOC_SHEET, fetch, main
+from occlass.data.soc import SOC_FILE
 
 
 @pytest.fixture
@@ -81,3 +82,50 @@ def test_failed_download_leaves_nothing(tmp_path, capsys, kind, message):
     assert err.startswith(f"error: cannot get the O*NET release into {dest}: ")
     assert message in err and err.count("\n") == 1
     assert os.listdir(dest.parent) == []  # neither the folder nor a staging folder
+
+
+SOC_SHEET_ROWS = [
+    ["U.S. Bureau of Labor Statistics"], [], ["November 2017 (for reference year January 2018)"],
+    [], ["Major Group", "Minor Group", "Broad Group", "Detailed Occupation"],
+    ["15-0000", None, None, None, "Computer and Mathematical Occupations"],
+    [None, "15-1200", None, None, "Computer Occupations"],
+    [None, None, "15-1250", None, "Software and Web Developers, Programmers, and Testers"],
+    [None, None, None, "15-1252", "Software Developers"],
+]
+
+
+def test_the_soc_structure_is_copied_from_a_mirror_or_converted_from_the_official_sheet(
+        tmp_path, mirror):
+    from openpyxl import Workbook
+
+    (mirror / SOC_FILE).write_text("code,level,title\n15-0000,major,Computer\n")
+    dest = tmp_path / "data" / "soc-2018"
+    assert main(["--soc", "--dest", str(dest), "--mirror", str(mirror)]) == 0
+    assert (dest / SOC_FILE).read_text() == "code,level,title\n15-0000,major,Computer\n"
+
+    book = Workbook()
+    for row in SOC_SHEET_ROWS:
+        book.active.append(row)
+    book.save(tmp_path / "structure.xlsx")
+    url = (tmp_path / "structure.xlsx").as_uri()
+    other = tmp_path / "elsewhere" / "soc-2018"
+    assert fetch(other, tmp_path / "no-mirror", url, "soc") == f"{other}: downloaded {url}"
+    assert sorted(os.listdir(other)) == sorted([SOC_FILE, SOC_SHEET, MARKER])
+    assert (other / SOC_FILE).read_text().splitlines() == [
+        "code,level,title", "15-0000,major,Computer and Mathematical Occupations",
+        "15-1200,minor,Computer Occupations",
+        '15-1250,broad,"Software and Web Developers, Programmers, and Testers"',
+        "15-1252,detailed,Software Developers"]
+
+
+def test_a_sheet_that_is_not_the_soc_structure_leaves_nothing(tmp_path, capsys):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["some other table"])
+    book.save(tmp_path / "other.xlsx")
+    dest = tmp_path / "data" / "soc-2018"
+    assert main(["--soc", "--dest", str(dest), "--url", (tmp_path / "other.xlsx").as_uri()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot get the SOC 2018 structure into {dest}: not the SOC")
+    assert os.listdir(dest.parent) == []

@@ -26,7 +26,7 @@ ROWS = [
     ("Staff Nurse", [RN], LPN, None),
     ("Charge Nurse", [RN], LPN, None),
     ("RN", [RN], RN, 1),
-    ("Doctor", ["29-1228.00"], "29-1228.00", 1),
+    ("Doctor", ["29-1229.00"], "29-1229.00", 1),
     ("Electrician", ["47-2111.00"], "47-2111.00", 1),
     ("Plumber", ["47-2152.00"], "11-1021.00", None),
 ]

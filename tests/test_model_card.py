@@ -124,8 +124,9 @@ def test_model_card(tmp_path, train_cfg, tiny_bert):
     metrics = {"before": {"accuracy": 0.297, "top5_accuracy": 0.5223, "f1_macro": 0.2},
                "after": after}
     write_model_card(tmp_path, base_model=PACKAGED, taxonomy_version="29.3", config=config,
-                     metrics=metrics, n_codes=1016)
+                     metrics=metrics, n_codes=1016, fusion_weight=0.9)
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    text = " ".join(card.split())
     meta = front_matter(card)
     assert meta["library_name"] == "sentence-transformers"
     assert meta["pipeline_tag"] == "sentence-similarity"
@@ -139,6 +140,14 @@ def test_model_card(tmp_path, train_cfg, tiny_bert):
     assert "| top5_accuracy | 0.5223 | 0.7741 |" in card
     assert "| f1_macro | 0.2000 | 0.3127 |" in card
     assert "(20% of the titles)" in card
+    # The metrics are fused-with-memory scores; the sentence-transformers snippet is not.
+    assert "by occlass's fused score" in text and "w = 0.9 as chosen on the validation" in text
+    assert "snippet above gives the category similarity alone (w = 0), not these scores" in text
+    write_model_card(tmp_path, base_model=PACKAGED, taxonomy_version="29.3", config=config,
+                     metrics=metrics, n_codes=1016)  # no memory
+    text = " ".join((tmp_path / "README.md").read_text(encoding="utf-8").split())
+    assert "occlass's fused score" not in text
+    assert "by the cosine similarity of a title to their texts (the category similarity" in text
     assert "python predict.py run=" in card
     assert 'SentenceTransformer("path/to/this/folder")' in card
     # The config block is the config, as YAML.

@@ -1,9 +1,13 @@
 import difflib
 import importlib.util
+import itertools
 import random
+import re
 
+import pytest
 from helpers.tiny import OCCUPATIONS, ROOT
 
+from occlass.data.augment import TRANSFORMS, TitleNoise
 from occlass.data.text import normalize_title
 
 # bench/ is a folder of scripts, not a package: load the script by path.
@@ -78,3 +82,92 @@ def test_abbreviation_prefers_whole_phrases():
     copies = {noisy._abbreviate("Registered Nurse Supervisor", random.Random(s)) for s in range(30)}
     assert any(c.startswith("RN ") for c in copies)
     assert not any("Registered" in c and "Nurse" not in c for c in copies)
+
+
+# What the unseen rules add around a title, as the test reads it.
+UNSEEN_MARKS = re.compile("|".join([
+    *map(re.escape, noisy.BANNERS), *map(re.escape, noisy.GENDER_TAGS),
+    r"Req #\d+", r"\[JR-\d{6}\]", r"- Job ID \d{4}-\d+", r"\(Ref\. \d+\)", r"REQ\d+",
+    *(re.escape(part.strip()) for d in noisy.DECORATIONS for part in d.split("{}") if part.strip()),
+]))
+WORD_FORMS = re.compile(r"\b(" + "|".join(noisy.BRITISH.values()) + r")s?\b|(person|woman)\b",
+                        re.IGNORECASE)
+# Titles that every unseen rule applies to, besides the ones above.
+FORMS = ["Laborer Foreman", "Pediatric Nurse", "Tire Repairman", "Mold Maker", "Lineman"]
+
+
+def squash(text: str) -> str:
+    return re.sub(r"[\s-]", "", text)
+
+
+def forms(title: str) -> set[str]:
+    """The title as the unseen word-form rules may leave it: British, "-person", "-woman"."""
+    spelled = {title, noisy._british(title, random.Random(0))}
+    return {noisy._MAN.sub(rf"\g<1>{ending}", t) if ending else t
+            for t in spelled for ending in ("", "person", "woman")}
+
+
+def unseen_marks(title: str, copy: str) -> list[str]:
+    """What in `copy` an unseen rule would have made: added marks, word forms, fused words."""
+    marks = UNSEEN_MARKS.findall(copy)
+    marks += [m[0] for m in WORD_FORMS.finditer(copy) if m[0].lower() not in title.lower()]
+    marks += [a + sep + b for form in forms(title) for a, b in itertools.pairwise(form.split())
+              for sep in ("", "-") if (a + sep + b).lower() in copy.lower().split()]
+    return marks
+
+
+def test_unseen_rules_examples():
+    rng = random.Random(0)
+    assert noisy._british("Laborers and Pediatric Tire Changers", rng) == \
+        "Labourers and Paediatric Tyre Changers"
+    assert noisy._british("LABORATORY Programmer", rng) == "LABORATORY Programmer"
+    assert {noisy._neutral("Foreman", random.Random(s)) for s in range(10)} == \
+        {"Foreperson", "Forewoman"}
+    for title in ("Human Resources Manager", "Policewoman", "German Teacher", "Woman"):
+        assert not noisy._can_neutral(title)
+    assert {noisy._fuse("Pole Inspector", random.Random(s)) for s in range(10)} == \
+        {"PoleInspector", "Pole-Inspector"}
+
+
+def test_unseen_copy_is_seeded_and_changes_every_title():
+    titles = TITLES + FORMS
+    copies = noisy.noisy_copy(titles, seed=0, rules="unseen")
+    assert copies == noisy.noisy_copy(titles, seed=0, rules="unseen")
+    assert copies != noisy.noisy_copy(titles, seed=1, rules="unseen")
+    assert copies != noisy.noisy_copy(titles, seed=0)
+    assert all(copy != title for copy, title in zip(copies, titles))
+
+
+def test_unseen_copy_keeps_the_title_and_adds_only_its_marks():
+    """Remove what the unseen rules add and the title is back, letter for letter and case for
+    case, up to spaces and its word forms: no inversion, abbreviation, level, suffix, casing or
+    typo (the training noise's kinds) happened."""
+    titles = (TITLES + FORMS) * 10
+    for title, copy in zip(titles, noisy.noisy_copy(titles, seed=2, rules="unseen")):
+        stripped = UNSEEN_MARKS.sub("", copy)
+        assert squash(stripped) in {squash(t) for t in forms(title)}, (title, copy)
+
+
+def test_each_unseen_kind_occurs():
+    copies = noisy.noisy_copy(["Laborer Foreman"] * 300, seed=0, rules="unseen")
+    found = [unseen_marks("Laborer Foreman", c) for c in copies]
+    assert all(found)
+    marks = {m for f in found for m in f}
+    assert {"Labourer", "person", "woman", "LaborerForeman", "Laborer-Foreman"} <= marks
+    for kind in (noisy.BANNERS, noisy.GENDER_TAGS, ["Req #", "[JR-", "Job ID", "(Ref.", "REQ"],
+                 [d.split("{}")[0].strip() for d in noisy.DECORATIONS]):
+        assert any(any(k in c for k in kind) for c in copies), kind
+
+
+@pytest.mark.parametrize("max_transforms", [2, len(TRANSFORMS)])
+def test_training_noise_makes_none_of_the_unseen_kinds(max_transforms):
+    """The unseen set is unseen: no title the training augmentation writes carries a mark of
+    an unseen rule (an added tag, banner, number or decoration, a British or gender-neutral
+    form, two words run together)."""
+    noise = TitleNoise(probability=1, max_transforms=max_transforms)
+    titles = TITLES + FORMS
+    for seed in range(40):
+        rng = random.Random(seed)
+        for title in titles:
+            out = noise(title, rng)
+            assert unseen_marks(title, out) == [], (title, out)

@@ -1,7 +1,9 @@
 """The review workflow: calibrated confidence and needs_review, evidence, corrections, the
 error-analysis report and the exported encoder's sentence-transformers folder."""
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,12 +15,17 @@ from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 
 from occlass import runs
+from occlass.data.examples import split_examples
+from occlass.data.soc import LEVELS
+from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import DataError
+from occlass.model.confidence import SIGNALS, ConfidenceModel, choose_level
 from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory, fuse
 from occlass.predict.loader import load_corrections, load_run
 from occlass.predict.predictor import Predictor
+from occlass.report.analysis import fit_confidence_model, score_kind, validation_kinds
 from occlass.report.rebuild import rebuild
 
 TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
@@ -29,24 +36,52 @@ def predictor(run_dir, tiny_onet) -> Predictor:
     return Predictor(load_run(run_dir, tiny_onet))
 
 
-def test_confidence_is_the_calibrated_probability_and_needs_review_follows_the_threshold(
-        predictor, run_dir, tiny_onet):
+def test_confidence_is_the_confidence_model_of_the_run(predictor, run_dir, tiny_onet):
+    """What the Predictor serves, title alone or with a description, is the fitted model over
+    the signals that fitting scored (`score_kind`); each row is coded at the finest level that
+    reaches the run's thresholds."""
     info = runs.RunInfo.load(run_dir)
-    assert info.calibration["temperature"] > 0
-    result = predictor.predict(TITLES)
-    category, exemplar = predictor.similarities(TITLES, predictor.max_input_length)
-    scores = fuse(category, exemplar, predictor.fusion_weight)
-    top = torch.softmax(scores / info.calibration["temperature"], dim=1).max(dim=1).values
-    logit = torch.logit(top.double())
-    expected = torch.sigmoid(info.calibration["slope"] * logit + info.calibration["intercept"])
-    np.testing.assert_allclose(result.confidence, expected.float().numpy(), atol=1e-5)
-    middle = float(np.median(result.confidence))
-    for threshold in (0.0, middle, 1.01):
-        strict = Predictor(load_run(run_dir, tiny_onet), review_below=threshold)
-        flagged = strict.predict(TITLES)
-        assert list(flagged.needs_review) == list(flagged.confidence < threshold)
+    model = ConfidenceModel.from_dict(info.confidence)
+    parts = load_run(run_dir, tiny_onet)
+    descriptions = [f"{t} work" for t in TITLES]
+    for texts in (None, descriptions):
+        result = predictor.predict(TITLES, texts)
+        kind = score_kind(predictor, TITLES, [[0]] * len(TITLES), model.temperature, parts.levels,
+                          texts, predictor.description_weight)
+        probability = model.probabilities(kind.signals).numpy()
+        np.testing.assert_allclose(result.confidence, probability[:, 0], atol=1e-5)
+        level = choose_level(probability, model.thresholds_for())
+        coded = result.coded
+        assert list(coded["coded_level"]) == [LEVELS[j] if j >= 0 else None for j in level]
+        rows = np.flatnonzero(level >= 0)
+        np.testing.assert_allclose(coded["coded_confidence"][rows],
+                                   probability[rows, level[rows]], atol=1e-5)
+        assert list(result.needs_review) == list(level < 0)
     frame = result.to_frame()
-    assert {"confidence", "needs_review", "pred_evidence_1"} <= set(frame.columns)
+    assert {"confidence", "coded_level", "needs_review", "pred_evidence_1"} <= set(frame.columns)
+
+
+def test_the_older_calibrator_is_a_choice_and_serves_a_run_without_the_model(run_dir,
+                                                                              tiny_onet, tmp_path):
+    info = runs.RunInfo.load(run_dir)
+    older = shutil.copytree(run_dir, tmp_path / "older")
+    record = json.loads((older / runs.RUN_FILE).read_text())
+    del record["confidence"]  # run.json as written before the confidence model
+    (older / runs.RUN_FILE).write_text(json.dumps(record))
+    category, exemplar = Predictor(load_run(run_dir, tiny_onet)).similarities(TITLES, 32)
+    scores = fuse(category, exemplar, info.fusion_weight)
+    top = torch.softmax(scores / info.calibration["temperature"], dim=1).max(dim=1).values
+    expected = torch.sigmoid(info.calibration["slope"] * torch.logit(top.double())
+                             + info.calibration["intercept"]).float().numpy()
+    for run, options in ((run_dir, {"confidence": "platt"}), (older, {})):
+        result = Predictor(load_run(run, tiny_onet), **options).predict(TITLES)
+        np.testing.assert_allclose(result.confidence, expected, atol=1e-5)
+        assert result.coded is None and "coded_level" not in result.to_frame()
+        middle = float(np.median(result.confidence))
+        for threshold in (0.0, middle, 1.01):
+            flagged = Predictor(load_run(run, tiny_onet), review_below=threshold,
+                                **options).predict(TITLES)
+            assert list(flagged.needs_review) == list(flagged.confidence < threshold)
 
 
 def test_evidence_names_an_exemplar_of_the_predicted_code(predictor, run_dir, tiny_onet,
@@ -129,3 +164,24 @@ def test_the_exported_encoder_loads_in_sentence_transformers_with_the_same_embed
     tokenizer = load_tokenizer(folder)
     ours = Encoder(folder).encode_ids(tokenizer(TITLES)["input_ids"], tokenizer.pad_token_id)
     assert (theirs - ours).abs().max() < 1e-5
+
+
+def test_the_model_is_fitted_on_clean_noisy_and_ad_rows_of_validation(predictor, run_dir,
+                                                                     tiny_onet):
+    """Validation titles as they are, noised, and as pseudo ads (n_tasks=0 leaves the tiny
+    release's second task statement for the ads); a title's variants share its index, so they
+    share a fold."""
+    info = runs.RunInfo.load(run_dir)
+    taxonomy = Taxonomy.load(tiny_onet, with_tasks=True)
+    examples = split_examples(info.config["data"], tiny_onet, taxonomy)
+    val = examples[examples["split"] == "val"]
+    levels = load_run(run_dir, tiny_onet).levels
+    kinds = validation_kinds(predictor, val, taxonomy, 0, 0.05, levels, 0.5)
+    assert list(kinds) == ["clean", "noisy", "ads"]
+    for name, kind in kinds.items():
+        assert list(kind.title) == list(range(len(val)))
+        assert kind.signals.base[:, SIGNALS.index("has a description")].tolist() == [
+            float(name == "ads")] * len(val)
+    assert not torch.equal(kinds["clean"].signals.base, kinds["noisy"].signals.base)
+    model = fit_confidence_model(kinds, 0.05)
+    assert model.temperature == 0.05 and len(model.thresholds_for()) == len(LEVELS)

@@ -56,7 +56,8 @@ class EpochSampler(RandomSampler):
 
 
 class PairCollator:
-    """Evaluation: pads the tokenised inputs. Training (given `category_ids`): tokenises the
+    """Evaluation: pads the tokenised inputs (and passes on validation's `choose` flags).
+    Training (given `category_ids`): tokenises the
     inputs, each possibly made noisy by `noise`, and, with `partners` (the training titles of
     each code), draws for each input another title of its code; pads the texts of the batch's
     distinct categories (once each)."""
@@ -82,7 +83,10 @@ class PairCollator:
         codes = pad_sequence([torch.tensor(r["codes"]) for r in rows], batch_first=True,
                              padding_value=-1)
         if self.category_ids is None:
-            return {"title": self.pad([r["input_ids"] for r in rows]), "codes": codes}
+            batch = {"title": self.pad([r["input_ids"] for r in rows]), "codes": codes}
+            if "choose" in rows[0]:
+                batch["choose"] = torch.tensor([r["choose"] for r in rows])
+            return batch
         # Seeded by the batch itself (which the epoch's shuffle decides), so that a resumed run
         # draws what an uninterrupted one does. (Under DDP, by each rank's share of it.)
         rng = random.Random("\0".join(r["text"] for r in rows))
@@ -190,7 +194,10 @@ class TitlePairDataModule(L.LightningDataModule):
                 continue
             if hp.limit_eval_examples:
                 part = part.sample(min(len(part), hp.limit_eval_examples), random_state=0)
-            dataset = datasets.Dataset.from_pandas(part.reset_index(drop=True))
+            part = part.reset_index(drop=True)
+            if split == "val":  # every other title chooses the fusion weight, the rest measure
+                part["choose"] = part.index % 2 == 0
+            dataset = datasets.Dataset.from_pandas(part)
             self.datasets[split] = dataset.map(
                 lambda b: self.tokenizer(b["text"], truncation=True,
                                          max_length=hp.max_input_length),

@@ -1,5 +1,9 @@
 """Labelled titles: O*NET's own lists and the user's files, grouped by normalised title, and
-their grouped splits (no Lightning: prediction loads them too)."""
+their leak-free splits (no Lightning: prediction loads them too).
+
+Every surface form of one entry goes to one split: an alternate title and its short title (one
+row of `Alternate Titles.txt`), and titles equal after `surface_key` (plural, word order, stop
+words), form one group, and a group is split as a whole."""
 
 from __future__ import annotations
 
@@ -14,14 +18,15 @@ import pandas as pd
 
 from occlass.data.tabular_io import read_chunks
 from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
-from occlass.data.text import input_text, normalize_title
+from occlass.data.text import input_text, normalize_title, surface_key
 
 log = logging.getLogger(__name__)
 
 # source name → (file, title column); the occupation titles come from the taxonomy itself.
+ALTERNATES = "Alternate Titles.txt"
 ONET_SOURCES = {
-    "alternate": ("Alternate Titles.txt", "Alternate Title"),
-    "short": ("Alternate Titles.txt", "Short Title"),
+    "alternate": (ALTERNATES, "Alternate Title"),
+    "short": (ALTERNATES, "Short Title"),
     "reported": ("Sample of Reported Titles.txt", "Reported Job Title"),
 }
 SOURCES = ("title", *ONET_SOURCES)
@@ -32,10 +37,11 @@ HOLDOUTS = ("splits", "none")
 
 def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] = SOURCES,
                extra_files: str | os.PathLike | Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
-    """All (title, description, code, source, reported_only) rows of the chosen sources; empty
-    titles dropped. `extra_files` is a list of labelled files, or one file. `reported_only`
+    """All (title, description, code, source, reported_only, entry) rows of the chosen sources;
+    empty titles dropped. `extra_files` is a list of labelled files, or one file. `reported_only`
     marks the rows that only workers reported: reported titles, and alternate titles whose only
-    source is the reported titles."""
+    source is the reported titles. `entry` names the row of `Alternate Titles.txt` that an
+    alternate or short title comes from ("" for the other sources)."""
     if isinstance(extra_files, (str, os.PathLike)):  # data.extra_files=mine.csv, not [mine.csv]
         extra_files = [extra_files]
     unknown = set(sources) - set(SOURCES)
@@ -52,10 +58,12 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
         origin = ["Source(s)"] if source == "alternate" else []
         frame = read_onet_table(path, [CODE_COLUMN, column, *origin])
         check_codes(frame, path, known)
-        frame = frame[frame[column] != ""]  # most alternate titles have no short title
+        entry = (f"{file}:" + frame.index.astype(str)) if file == ALTERNATES else ""
+        keep = frame[column] != ""  # most alternate titles have no short title
         reported = (frame["Source(s)"] == REPORTED_ONLY) if origin else source == "reported"
         frames.append(pd.DataFrame({"title": frame[column], "code": frame[CODE_COLUMN],
-                                    "source": source, "reported_only": reported}))
+                                    "source": source, "reported_only": reported,
+                                    "entry": entry})[keep])
     frames.extend(load_labelled_file(path, known) for path in extra_files)
     pairs = pd.concat(frames, ignore_index=True)
     if "description" not in pairs:
@@ -63,7 +71,9 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
     pairs["description"] = pairs["description"].fillna("")
     pairs["reported_only"] = pairs.get("reported_only", False)
     pairs["reported_only"] = pairs["reported_only"].fillna(False).astype(bool)
-    return pairs[["title", "description", "code", "source", "reported_only"]]
+    pairs["entry"] = pairs.get("entry", "")
+    pairs["entry"] = pairs["entry"].fillna("")
+    return pairs[["title", "description", "code", "source", "reported_only", "entry"]]
 
 
 def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
@@ -85,7 +95,8 @@ def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     """One row per distinct input (normalised title + description) with every code it is given.
 
     Columns: key (normalised title), title (as first written), text, codes (category
-    indices), sources, reported_only (every row of it only reported by workers).
+    indices), sources, reported_only (every row of it only reported by workers), group (the
+    inputs that are surface forms of one another, which a split keeps together).
     """
     index = taxonomy.index
     pairs = pairs.assign(key=pairs["title"].map(normalize_title),
@@ -98,21 +109,49 @@ def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
         codes=("label", lambda s: sorted(set(s))),
         sources=("source", lambda s: sorted(set(s))),
         reported_only=("reported_only", "all"),
+        entries=("entry", lambda s: sorted(set(s) - {""})),
     )
     grouped = grouped.reset_index()
     grouped["reported_only"] &= grouped["sources"].map(lambda s: "reported" in s)
-    return grouped[["key", "title", "text", "codes", "sources", "reported_only"]]
+    grouped["group"] = surface_groups(grouped)
+    return grouped[["key", "title", "text", "codes", "sources", "reported_only", "group"]]
+
+
+def surface_groups(examples: pd.DataFrame) -> list[str]:
+    """Each example's group: connected through a shared `surface_key` or a shared entry (an
+    alternate title and its short title), named by the group's smallest surface key."""
+    parent = list(range(len(examples)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    surface = [surface_key(t) for t in examples["key"]]
+    first: dict[str, int] = {}
+    for i, links in enumerate(zip(surface, examples["entries"])):
+        for link in (links[0], *links[1]):
+            j = first.setdefault(link, i)
+            parent[root(i)] = root(j)
+    name: dict[int, str] = {}
+    for i, key in enumerate(surface):
+        r = root(i)
+        name[r] = min(name.get(r, key), key)
+    return [name[root(i)] for i in range(len(examples))]
 
 
 def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
                   anchor_sources: Sequence[str] = ("title",), holdout: str = "splits",
                   fold: int | None = None, folds: int | None = None) -> pd.Series:
-    """Split by normalised title, so no title is in two splits (a hash, so stable as data grows).
+    """Split by group of surface forms (`group_examples`), so no title, nor a plural, reordering
+    or short form of it, is in two splits (a hash of the group, so stable as data grows).
 
-    A title that is also an occupation's own title (an `anchor_sources` title) stays in train:
-    it is part of the category text, so testing on it measures nothing. Titles only reported by
-    workers form the "reported" split, the closest stand-in for real inputs. With `holdout`
-    "none", every title trains (the final model, once settings are chosen).
+    A group holding an occupation's own title (an `anchor_sources` title) stays in train: it is
+    part of the category text, so testing on it measures nothing. A group holding a title only
+    reported by workers forms, whole, the "reported" split, the closest stand-in for real
+    inputs. With `holdout` "none", every title trains (the final model, once settings are
+    chosen).
 
     Grouped k-fold cross-validation: with `folds` K and `fold` k (0 ≤ k < K), the test split is
     the titles whose hash falls in the k-th of K equal intervals (`test_fraction` is unused), so
@@ -132,7 +171,8 @@ def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: fl
     def digest(key: str) -> int:
         return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
 
-    hashes = [digest(key) for key in examples["key"]]  # Python ints: exact arithmetic
+    groups = examples["group"] if "group" in examples else examples["key"]
+    hashes = [digest(group) for group in groups]  # Python ints: exact arithmetic
     share = pd.Series([h / 2**64 for h in hashes], index=examples.index, dtype=float)
     if folds is None:
         test = share < test_fraction
@@ -145,9 +185,9 @@ def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: fl
     split = pd.Series("train", index=examples.index)
     split[val] = "val"
     split[test] = "test"
-    split[examples["reported_only"]] = "reported"
+    split[groups.isin(groups[examples["reported_only"]])] = "reported"
     anchored = examples["sources"].map(lambda s: bool(set(s) & set(anchor_sources)))
-    split[examples["key"].isin(examples.loc[anchored, "key"])] = "train"
+    split[groups.isin(groups[anchored])] = "train"
     return split
 
 

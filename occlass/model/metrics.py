@@ -125,7 +125,9 @@ class OccupationMetrics(nn.Module):
                       *(f"{level}_accuracy" for level in level_ids)]  # compute's order
 
     def update(self, scores: torch.Tensor, codes: torch.Tensor) -> None:
-        """scores (B, C); codes (B, M) valid category indices padded with -1."""
+        """scores (B, C); codes (B, M) valid category indices padded with -1; B may be 0."""
+        if not len(scores):
+            return
         valid = valid_mask(codes, self.num_classes)
         self.ranked.update(scores, valid)
         pred = scores.argmax(dim=1)

@@ -169,9 +169,14 @@ class OccupationClassifier(L.LightningModule):
         if exemplar is None:
             self.metrics["val"].update(category, batch["codes"])
             return
-        valid = valid_mask(batch["codes"], len(self.categories))
-        self.grid_accuracy.update([fuse(category, exemplar, w) for w in FUSION_GRID], valid)
-        self._val_scores.append((category, exemplar, batch["codes"]))
+        # Half the titles choose the fusion weight; the other half measure with it, so that
+        # val metrics are not the maximum over the grid (all of them without the flag).
+        choose = batch.get("choose", torch.ones(len(category), dtype=torch.bool))
+        measure = ~choose if "choose" in batch else choose
+        valid = valid_mask(batch["codes"][choose], len(self.categories))
+        self.grid_accuracy.update([fuse(category[choose], exemplar[choose], w)
+                                   for w in FUSION_GRID], valid)
+        self._val_scores.append((category[measure], exemplar[measure], batch["codes"][measure]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.metrics["test"].update(self.score(batch["title"]), batch["codes"])

@@ -14,10 +14,11 @@ import transformers
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from occlass.data.soc import LEVEL_NAMES, LEVELS
 from occlass.data.tabular_io import AtomicTableWriter, check_writable, count_rows, read_chunks
 from occlass.errors import OcclassError
 from occlass.predict.loader import load_configured, predictor_options
-from occlass.predict.predictor import PRECISIONS, Predictor
+from occlass.predict.predictor import CONFIDENCES, PRECISIONS, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def check_job(cfg: DictConfig) -> None:
     if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
                                or not 0 <= review <= 1):
         raise OcclassError(f"review_below={review!r}: give a confidence between 0 and 1, or null")
+    target = cfg.get("target_precision")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not 0 < target < 1):
+        raise OcclassError(f"target_precision={target!r}: give a precision between 0 and 1, "
+                           "or null (the run's)")
+    for key, choices in (("min_level", LEVELS), ("confidence", CONFIDENCES)):
+        if cfg.get(key, choices[-1]) not in choices:
+            raise OcclassError(f"{key}={cfg[key]!r}: choose one of {', '.join(choices)}")
     if cfg.get("corrections"):
         next(read_chunks(cfg.corrections, 1, required=["title", "code"]))  # readable, headed
     title, description = cfg.columns.title, cfg.columns.description
@@ -114,8 +123,15 @@ def predict_job(cfg: DictConfig) -> None:
     print(pd.DataFrame({"rank": range(1, result.codes.shape[1] + 1), "code": result.codes[0],
                         "title": result.titles[0], "score": result.scores[0].round(4)})
           .to_string(index=False))
+    review = " (needs review)" if result.needs_review is not None and result.needs_review[0] \
+        else ""
+    if result.coded is not None:
+        level, code, title, confidence = (result.coded[f"coded_{name}"][0] for name in
+                                          ("level", "code", "title", "confidence"))
+        print(f"coded {code} ({LEVEL_NAMES[level]}: {title}), confidence {confidence:.2f}{review}"
+              if level else f"not coded at any level{review}")
     if result.confidence is not None:
         print(f"confidence {result.confidence[0]:.2f} that {result.codes[0][0]} is right"
-              f"{' (needs review)' if result.needs_review[0] else ''}")
+              f"{review if result.coded is None else ''}")
     if result.evidence is not None and result.evidence[0]:
         print(f"evidence: {result.evidence[0]}")

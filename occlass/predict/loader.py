@@ -18,14 +18,16 @@ import torch
 
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars, load_labelled_file, load_pairs
+from occlass.data.soc import Level, load_levels
 from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import PACKAGED, load_tokenizer
 from occlass.errors import DataError, OcclassError
 from occlass.model.calibration import Calibrator
 from occlass.model.category_cache import CategoryCache, build_category_cache, weights_fingerprint
+from occlass.model.confidence import ConfidenceModel
 from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory, build_memory
-from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RunInfo
+from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RUN_FILE, RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,9 @@ ZERO_SHOT_FUSION = 0.5
 @dataclass
 class RunParts:
     """What a `Predictor` is built from: the encoder and tokenizer, the taxonomy, the category
-    cache, the exemplar memory and the weights and calibrator chosen on validation, and the
-    corrections added for this use. `info` is the run's record (None for the zero-shot model)."""
+    cache, the exemplar memory, the weights, calibrator and confidence model chosen on
+    validation, the SOC levels of the taxonomy (`occlass.data.soc`), and the corrections added
+    for this use. `info` is the run's record (None for the zero-shot model)."""
 
     encoder: Encoder
     tokenizer: object
@@ -53,6 +56,8 @@ class RunParts:
     fusion_weight: float = 0.0
     description_weight: float = DESCRIPTION_WEIGHT
     calibrator: Calibrator | None = None
+    confidence_model: ConfidenceModel | None = None
+    levels: list[Level] | None = None
     corrections: ExemplarMemory | None = None
     info: RunInfo | None = None
 
@@ -129,7 +134,8 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
     categories = Categories.from_taxonomy(taxonomy, tokenizer, info.recipe, info.n_tasks, length)
     path = run_dir / CACHE_FILE if length == info.max_category_length else None
     parts = RunParts(encoder, tokenizer, taxonomy, build_category_cache(encoder, categories, path),
-                     info.max_input_length, fusion_weight=info.fusion_weight or 0.0, info=info)
+                     info.max_input_length, fusion_weight=info.fusion_weight or 0.0,
+                     levels=load_levels(taxonomy, data_dir), info=info)
     if info.fusion_weight is not None:
         parts.memory = load_memory(run_dir / MEMORY_FILE, encoder, tokenizer, len(taxonomy),
                                    info.max_input_length)
@@ -137,6 +143,11 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
         parts.description_weight = info.description_weight
     if info.calibration is not None:
         parts.calibrator = Calibrator.from_dict(info.calibration)
+    if info.confidence is not None:
+        try:
+            parts.confidence_model = ConfidenceModel.from_dict(info.confidence)
+        except OcclassError as err:
+            raise OcclassError(f"{run_dir / RUN_FILE}: {err}") from None
     return parts
 
 
@@ -155,7 +166,7 @@ def load_zero_shot(data_dir: str | Path, model: str = PACKAGED,
     memory = load_memory(Path(cache_path).with_name(MEMORY_FILE) if cache_path else None,
                          encoder, tokenizer, len(taxonomy), MAX_INPUT_LENGTH, exemplars)
     return RunParts(encoder, tokenizer, taxonomy, cache, MAX_INPUT_LENGTH, memory=memory,
-                    fusion_weight=ZERO_SHOT_FUSION)
+                    fusion_weight=ZERO_SHOT_FUSION, levels=load_levels(taxonomy, data_dir))
 
 
 def load_corrections(parts: RunParts, path: str | Path,
@@ -193,4 +204,7 @@ def predictor_options(cfg: Mapping) -> dict:
     """The `Predictor` options of `predict.py`'s config."""
     return {"max_input_length": cfg["max_input_length"], "batch_size": cfg["batch_size"],
             "batch_tokens": cfg["batch_tokens"], "precision": str(cfg["precision"]),
-            "evidence": cfg.get("evidence", True), "review_below": cfg.get("review_below")}
+            "evidence": cfg.get("evidence", True), "review_below": cfg.get("review_below"),
+            "confidence": cfg.get("confidence", "levels"),
+            "target_precision": cfg.get("target_precision"),
+            "min_level": cfg.get("min_level", "major")}

@@ -9,41 +9,60 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
+from occlass.data.soc import LEVELS
 from occlass.data.tabular_io import is_missing_marker
 from occlass.errors import DataError, OcclassError
+from occlass.model.confidence import choose_level, level_groups, signals
 from occlass.model.memory import ExemplarMemory, fuse
 from occlass.predict.loader import RunParts
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("32", "bf16")
+CONFIDENCES = ("levels", "platt")  # the confidence model, or the older top-label calibrator
 MAX_DESCRIPTION_LENGTH = 256
 CORRECTION_THRESHOLD = 0.92  # a correction decides a title at least this similar to it
 # (bench/review.py: 0.85 took 4.5 points from unrelated titles, 0.92 none, 0.95 fewer variants)
 
 
+class TitleScores(NamedTuple):
+    """(B, n_codes) fused scores, category and best exemplar similarities (None without a
+    memory), (B, n_exemplars) exemplar similarities (for the evidence), and (B, n_codes) where a
+    correction decides the code (None without corrections)."""
+
+    scores: torch.Tensor
+    category: torch.Tensor
+    exemplar: torch.Tensor | None
+    similarities: torch.Tensor | None
+    corrected: torch.Tensor | None = None
+
+
 @dataclass
 class Ranked:
-    """Top-k category indices and scores per input, the top-1's confidence and evidence."""
+    """Top-k category indices and scores per input, the top-1's confidence and evidence, and
+    with a confidence model, each level's answer (a group index) and its probability."""
 
     index: np.ndarray
     scores: np.ndarray
     confidence: np.ndarray
     evidence: np.ndarray
+    level_group: np.ndarray
+    level_confidence: np.ndarray
+
+    FIELDS = ("index", "scores", "confidence", "evidence", "level_group", "level_confidence")
 
     def take(self, rows) -> Ranked:
-        return Ranked(self.index[rows], self.scores[rows], self.confidence[rows],
-                      self.evidence[rows])
+        return Ranked(*(getattr(self, f)[rows] for f in self.FIELDS))
 
     @staticmethod
     def concat(parts: list[Ranked]) -> Ranked:
-        return Ranked(*(np.concatenate([getattr(p, f) for p in parts])
-                        for f in ("index", "scores", "confidence", "evidence")))
+        return Ranked(*(np.concatenate([getattr(p, f) for p in parts]) for f in Ranked.FIELDS))
 
 
 @dataclass
@@ -55,18 +74,30 @@ class Predictions:
     scores: np.ndarray  # (N, k) fused scores
     status: np.ndarray  # (N,) "ok", or why the row has no prediction
     confidence: np.ndarray | None = None    # (N,) calibrated probability that code 1 is right
-    needs_review: np.ndarray | None = None  # (N,) confidence below the review threshold
+    needs_review: np.ndarray | None = None  # (N,) not coded at min_level or finer (or, with the
+    # older calibrator, confidence below the review threshold)
     evidence: np.ndarray | None = None      # (N,) "exemplar title (similarity)" for code 1
+    soc_codes: np.ndarray | None = None     # (N, k) SOC 2018 detailed code of each code
+    soc_titles: np.ndarray | None = None    # (N, k) its SOC title
+    coded: dict[str, np.ndarray] | None = None  # (N,) coded_level, coded_code, coded_title,
+    # coded_confidence: the finest level whose confidence reaches the target precision
 
     def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
-        """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, then confidence and
-        needs_review (with a calibrated run), pred_evidence_1 (with evidence on), status."""
+        """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, soc_code_1..k and
+        soc_title_1..k (with the SOC structure), confidence, coded_level, coded_code,
+        coded_title, coded_confidence (with a confidence model) and needs_review (with a
+        calibrated run), pred_evidence_1 (with evidence on), status."""
         columns = {}
-        for name, values in (("code", self.codes), ("title", self.titles),
-                             ("score", self.scores.astype(np.float64).round(6))):
-            columns.update({f"pred_{name}_{j + 1}": values[:, j] for j in range(values.shape[1])})
+        ranked = [("pred_code", self.codes), ("pred_title", self.titles),
+                  ("pred_score", self.scores.astype(np.float64).round(6)),
+                  ("soc_code", self.soc_codes), ("soc_title", self.soc_titles)]
+        for name, values in ranked:
+            if values is not None:
+                columns.update({f"{name}_{j + 1}": values[:, j] for j in range(values.shape[1])})
         if self.confidence is not None:
             columns["confidence"] = self.confidence.astype(np.float64).round(4)
+            if self.coded is not None:
+                columns.update(self.coded, coded_confidence=self.coded["coded_confidence"].round(4))
             columns["needs_review"] = self.needs_review
         if self.evidence is not None:
             columns["pred_evidence_1"] = self.evidence
@@ -93,6 +124,11 @@ class Predictor:
     times `description_weight`, is added (late fusion): a title-only row scores as it would
     without. Built from a run's parts (`occlass.predict.loader`). A forward pass takes at most
     `batch_size` inputs and `batch_tokens` tokens (padding included).
+
+    Confidence: with `confidence="levels"` and a run that has a confidence model
+    (`occlass.model.confidence`), each row is coded at the finest level whose confidence reaches
+    `target_precision` (None: the run's), and needs review unless that level is `min_level` or
+    finer; `confidence="platt"` or an older run: the top-label calibrator and `review_below`.
     """
 
     def __init__(self, parts: RunParts, max_input_length: int | None = None,
@@ -100,9 +136,15 @@ class Predictor:
                  memo_size: int = 100_000, evidence: bool = True,
                  review_below: float | None = None,
                  max_description_length: int = MAX_DESCRIPTION_LENGTH,
-                 correction_threshold: float = CORRECTION_THRESHOLD):
+                 correction_threshold: float = CORRECTION_THRESHOLD,
+                 confidence: str = "levels", target_precision: float | None = None,
+                 min_level: str = "major"):
         if str(precision) not in PRECISIONS:
             raise OcclassError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        if confidence not in CONFIDENCES:
+            raise OcclassError(f"unknown confidence {confidence!r}; choose one of {CONFIDENCES}")
+        if min_level not in LEVELS:
+            raise OcclassError(f"unknown min_level {min_level!r}; choose one of {LEVELS}")
         self.encoder = parts.encoder.eval()
         self.device = next(self.encoder.parameters()).device
         self.tokenizer = parts.tokenizer
@@ -119,9 +161,22 @@ class Predictor:
         self.fusion_weight = parts.fusion_weight
         self.description_weight = parts.description_weight
         self.max_description_length = max_description_length
-        self.calibrator = parts.calibrator
-        if self.calibrator is not None and review_below is not None:
+        self.levels = parts.levels
+        self.model = (parts.confidence_model if confidence == "levels" and self.levels
+                      else None)
+        self.calibrator = None if self.model is not None else parts.calibrator
+        if confidence == "levels" and self.model is None and self.calibrator is not None:
+            log.info("the run has no confidence model (older run.json): confidence from its "
+                     "top-label calibrator, no coded level")
+        if self.model is not None:
+            if review_below is not None:
+                raise OcclassError("review_below applies to confidence=platt; the confidence "
+                                   "model codes with target_precision= and min_level=")
+            self.thresholds = self.model.thresholds_for(target_precision)
+            self.groups = level_groups(self.levels, self.device)
+        elif self.calibrator is not None and review_below is not None:
             self.calibrator = dataclasses.replace(self.calibrator, review_below=review_below)
+        self.min_level = LEVELS.index(min_level)
         self.evidence = evidence and self.memory is not None
         self.corrections = (None if parts.corrections is None
                             else parts.corrections.to(self.device))
@@ -150,26 +205,53 @@ class Predictor:
         if len(descriptions) != len(titles):
             raise ValueError(f"{len(titles)} titles but {len(descriptions)} descriptions")
         ok = titles != ""
-        codes = np.full((len(titles), k), None, dtype=object)
-        names = codes.copy()
-        scores = np.full((len(titles), k), np.nan, dtype=np.float32)
-        confidence = np.full(len(titles), np.nan, dtype=np.float32)
-        evidence = np.full(len(titles), None, dtype=object)
+        n = len(titles)
+        index = np.zeros((n, k), dtype=np.int64)
+        scores = np.full((n, k), np.nan, dtype=np.float32)
+        confidence = np.full(n, np.nan, dtype=np.float32)
+        evidence = np.full(n, None, dtype=object)
+        level_group = np.zeros((n, len(LEVELS)), dtype=np.int64)
+        level_confidence = np.full((n, len(LEVELS)), np.nan, dtype=np.float32)
         described = ok & (descriptions != "")
         for rows, rank in ((ok & ~described, self._rank_titles),
                            (described, self._rank_described)):
             if rows.any():
                 ranked = rank(titles[rows], descriptions[rows], k)
-                codes[rows], names[rows] = self.codes[ranked.index], self.titles[ranked.index]
-                scores[rows], confidence[rows], evidence[rows] = (ranked.scores,
-                                                                  ranked.confidence,
-                                                                  ranked.evidence)
-        review = None
-        if self.calibrator is not None:
+                (index[rows], scores[rows], confidence[rows], evidence[rows], level_group[rows],
+                 level_confidence[rows]) = (getattr(ranked, f) for f in Ranked.FIELDS)
+        codes = np.where(ok[:, None], self.codes[index], None)
+        names = np.where(ok[:, None], self.titles[index], None)
+        soc_codes = soc_titles = coded = review = None
+        if self.levels:
+            soc = self.levels[LEVELS.index("detailed")]
+            soc_codes = np.where(ok[:, None], soc.codes[soc.of_code[index]], None)
+            soc_titles = np.where(ok[:, None], soc.titles[soc.of_code[index]], None)
+        if self.model is not None:
+            coded, review = self._coded(ok, level_group, level_confidence)
+        elif self.calibrator is not None:
             review = np.where(ok, confidence < self.calibrator.review_below, None)
         return Predictions(codes, names, scores, np.where(ok, "ok", "empty title").astype(object),
-                           confidence if self.calibrator is not None else None, review,
-                           evidence if self.evidence else None)
+                           None if review is None else confidence, review,
+                           evidence if self.evidence else None, soc_codes, soc_titles, coded)
+
+    def _coded(self, ok: np.ndarray, group: np.ndarray,
+               probability: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The coded_* columns (the finest level whose probability reaches its threshold) and
+        needs_review (no level at min_level or finer); None where a row has no prediction."""
+        level = np.where(ok, choose_level(np.nan_to_num(probability), self.thresholds), -1)
+        coded = level >= 0
+        rows, at = np.flatnonzero(coded), level[coded]
+        columns = {name: np.full(len(ok), None, dtype=object)
+                   for name in ("coded_level", "coded_code", "coded_title")}
+        columns["coded_confidence"] = np.full(len(ok), np.nan)
+        for i, j in zip(rows, at):
+            g = group[i, j]
+            columns["coded_level"][i] = LEVELS[j]
+            columns["coded_code"][i] = self.levels[j].codes[g]
+            columns["coded_title"][i] = self.levels[j].titles[g]
+        columns["coded_confidence"][rows] = probability[rows, at]
+        review = np.where(ok, ~coded | (level > self.min_level), None)
+        return columns, review
 
     def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
         """Each text's row among the distinct texts, and their token ids."""
@@ -181,31 +263,47 @@ class Predictor:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             return self.encoder.encode_ids(ids, self.pad_id, len(ids))
 
-    def title_scores(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, n_codes): category similarity fused with the best exemplar similarity (and
-        raised above every cosine for a code whose correction the title nearly matches); and the
-        (B, n_exemplars) exemplar similarities, for the evidence."""
-        scores = embeddings @ self.embeddings.T
-        similarities = None
+    def title_scores(self, embeddings: torch.Tensor) -> TitleScores:
+        """Category similarity fused with the best exemplar similarity (and raised above every
+        cosine for a code whose correction the title nearly matches), with its parts."""
+        category = scores = embeddings @ self.embeddings.T
+        similarities = exemplar = corrected = None
         if self.memory is not None:
             similarities = self.memory.similarities(embeddings)
-            scores = fuse(scores, self.memory.best(similarities), self.fusion_weight)
+            exemplar = self.memory.best(similarities)
+            scores = fuse(scores, exemplar, self.fusion_weight)
         if self.corrections is not None:
             best = self.corrections.best(self.corrections.similarities(embeddings))
-            scores = torch.where(best >= self.correction_threshold, 1 + best, scores)
-        return scores, similarities
+            corrected = best >= self.correction_threshold
+            scores = torch.where(corrected, 1 + best, scores)
+        return TitleScores(scores, category, exemplar, similarities, corrected)
 
-    def _ranked(self, scores: torch.Tensor, similarities: torch.Tensor | None,
-                embeddings: torch.Tensor, k: int) -> Ranked:
-        """Top-k of (B, n_codes) scores, with the top-1's confidence and evidence."""
+    def _ranked(self, scored: TitleScores, embeddings: torch.Tensor, ids: list[list[int]],
+                k: int, described: torch.Tensor | None = None) -> Ranked:
+        """Top-k of the (B, n_codes) scores, with the top-1's confidence and evidence and each
+        level's answer and confidence; `ids` are the titles' tokens, `described` the
+        descriptions' category similarities (already in the scores)."""
+        scores = scored.scores
         top, index = scores.topk(k, dim=1)
-        confidence = (self.calibrator.confidence(scores) if self.calibrator is not None
-                      else torch.full((len(scores),), float("nan")))
-        evidence = np.full(len(scores), None, dtype=object)
+        n = len(scores)
+        level_group = np.zeros((n, len(LEVELS)), dtype=np.int64)
+        level_confidence = np.full((n, len(LEVELS)), np.nan, dtype=np.float32)
+        confidence = np.full(n, np.nan, dtype=np.float32)
+        if self.model is not None:
+            sig = signals(scores, scored.category, scored.exemplar, described, ids,
+                          self.tokenizer.unk_token_id, self.model.temperature, self.groups)
+            probability = self.model.probabilities(sig)
+            if scored.corrected is not None:  # decided by a reviewed title
+                probability[scored.corrected.gather(1, index[:, :1]).squeeze(1).cpu()] = 1.0
+            level_group, level_confidence = sig.answer.numpy(), probability.numpy()
+            confidence = level_confidence[:, 0]
+        elif self.calibrator is not None:
+            confidence = self.calibrator.confidence(scores).float().cpu().numpy()
+        evidence = np.full(n, None, dtype=object)
         if self.evidence:
-            evidence[:] = self._evidence(similarities, embeddings, index[:, 0])
-        return Ranked(index.cpu().numpy(), top.float().cpu().numpy(),
-                      confidence.float().cpu().numpy(), evidence)
+            evidence[:] = self._evidence(scored.similarities, embeddings, index[:, 0])
+        return Ranked(index.cpu().numpy(), top.float().cpu().numpy(), confidence, evidence,
+                      level_group, level_confidence)
 
     def _evidence(self, similarities: torch.Tensor, embeddings: torch.Tensor,
                   codes: torch.Tensor) -> list[str]:
@@ -235,7 +333,8 @@ class Predictor:
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
         for batch in self._batches(new, ids):
             embeddings = self._encode([ids[i] for i in batch])
-            ranked = self._ranked(*self.title_scores(embeddings), embeddings, k)
+            ranked = self._ranked(self.title_scores(embeddings), embeddings,
+                                  [ids[i] for i in batch], k)
             memo.update((keys[i], ranked.take([j])) for j, i in enumerate(batch))
         return Ranked.concat([memo[key] for key in keys])
 
@@ -276,9 +375,11 @@ class Predictor:
         by_length = sorted(range(len(titles)), key=lambda i: len(title_ids[i]))
         for batch in self._batches(by_length, title_ids):
             embeddings = self._encode([title_ids[i] for i in batch])
-            scores, similarities = self.title_scores(embeddings)
-            scores = scores + self.description_weight * described[batch]
-            parts.append(self._ranked(scores, similarities, embeddings, k))
+            scored = self.title_scores(embeddings)
+            scored = scored._replace(scores=scored.scores
+                                     + self.description_weight * described[batch])
+            parts.append(self._ranked(scored, embeddings, [title_ids[i] for i in batch], k,
+                                      described[batch]))
             order += batch
         return Ranked.concat(parts).take(np.argsort(order))
 

@@ -141,14 +141,25 @@ def _format_value(value) -> str:
     return str(value)
 
 
-def _metrics_section(metrics: dict | None, test_fraction) -> str:
+def _metrics_section(metrics: dict | None, test_fraction, fusion_weight: float | None) -> str:
     after = (metrics or {}).get("after")
     if not after:
         return "No test metrics were recorded for this model.\n"
     before = (metrics or {}).get("before") or {}
     split = (f"the held-out test split ({test_fraction:.0%} of the titles)"
              if isinstance(test_fraction, (int, float)) else "the held-out test split")
-    lines = [f"On {split}, ranking all occupations by cosine similarity:", ""]
+    if fusion_weight is None:
+        how = ("ranking all occupations by the cosine similarity of a title to their texts (the "
+               "category similarity of the sentence-transformers snippet above)")
+    else:
+        how = (f"ranking all occupations by occlass's fused score, `(1 - w) · category "
+               f"similarity + w · best exemplar similarity`: the cosine similarity to the "
+               f"occupation's text fused with the best cosine similarity to its training titles "
+               f"(the exemplar memory), w = {fusion_weight} as chosen on the validation split "
+               f"(the base model with the weight chosen for it). The sentence-transformers "
+               f"snippet above gives the category similarity alone (w = 0), not these scores; "
+               f"occlass's `Predictor` gives them")
+    lines = [f"On {split}, {how}:", ""]
     if before:
         lines += ["| metric | base model | this model |", "|---|---:|---:|"]
         lines += [f"| {name} | {_format_value(before.get(name))} | {_format_value(value)} |"
@@ -246,12 +257,14 @@ def front_matter(base_model: str) -> dict:
 
 
 def write_model_card(encoder_dir: Path, *, base_model: str, taxonomy_version: str, config: dict,
-                     metrics: dict | None, n_codes: int) -> None:
+                     metrics: dict | None, n_codes: int,
+                     fusion_weight: float | None = None) -> None:
     """README.md: YAML front matter (library_name: sentence-transformers, pipeline_tag:
     sentence-similarity, tags, license, base_model when it is a Hub id), then what the model is,
     its base model, its training data with the O*NET attribution, how to use it with
     sentence-transformers and with occlass, the training config (compact YAML) and the test
-    metrics (`metrics["after"]`, name → value; `metrics` may be None)."""
+    metrics (`metrics["after"]`, name → value; `metrics` may be None), measured with the
+    exemplar memory fused at `fusion_weight` (None: category similarity alone)."""
     encoder_dir = Path(encoder_dir)
     data = (config.get("data") or {}) if isinstance(config, dict) else {}
     sources = data.get("sources") or list(SOURCE_NAMES)
@@ -316,7 +329,8 @@ embeddings = model.encode(["senior python developer", "RN, night shift"])
 These are the embeddings occlass computes for the same texts.{truncation}
 
 To classify, embed every occupation's text the way training did and rank the occupations by
-cosine similarity. With recipe `{recipe}`:
+cosine similarity (category similarity alone: occlass also fuses it with the labelled titles'
+similarity, see "Test metrics"). With recipe `{recipe}`:
 
 ```python
 {occupation_code}
@@ -325,7 +339,9 @@ cosine similarity. With recipe `{recipe}`:
 ## Usage with occlass
 
 This folder is the `encoder/` of an occlass run directory, which also holds the cached
-occupation embeddings (`category_cache.pt`) and the run's record (`run.json`):
+occupation embeddings (`category_cache.pt`), the exemplar memory of labelled titles
+(`exemplars.pt`) and the run's record (`run.json`, with the fusion weight); `Predictor` ranks by
+the fused score:
 
 ```bash
 python predict.py run=path/to/run text="senior python developer" top_k=5
@@ -349,5 +365,5 @@ predictions = predictor.predict(["senior python developer"], top_k=5)
 
 ## Test metrics
 
-{_metrics_section(metrics, test_share)}"""
+{_metrics_section(metrics, test_share, fusion_weight)}"""
     write_atomic(encoder_dir / "README.md", card)

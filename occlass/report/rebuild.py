@@ -13,6 +13,7 @@ import pandas as pd
 from occlass import runs
 from occlass.data.examples import split_examples
 from occlass.errors import OcclassError
+from occlass.model.confidence import DEFAULT_TARGET
 from occlass.predict.loader import load_run, load_taxonomy
 from occlass.predict.predictor import Predictor
 from occlass.report.analysis import analyse, training_memory
@@ -21,17 +22,20 @@ from occlass.report.error_report import load_related, write_error_report
 
 def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
     """Measure the run again from its encoder, with its training titles as the memory: the
-    description weight and calibrator (chosen on validation, written into run.json) and the
-    test predictions."""
+    description weight, calibrator and confidence model (chosen on validation, written into
+    run.json) and the test predictions."""
     info = runs.RunInfo.load(run_dir)
     taxonomy = load_taxonomy(data_dir, info.recipe)
     examples = split_examples(info.config["data"], data_dir, taxonomy)
     parts = load_run(run_dir, data_dir)
     parts.memory = training_memory(parts, examples)
     predictor = Predictor(parts)
-    weight, calibrator = analyse(Path(run_dir), predictor, examples, data_dir, info.n_tasks)
+    weight, calibrator, model = analyse(Path(run_dir), predictor, examples, data_dir,
+                                        info.n_tasks,
+                                        info.config.get("target_precision", DEFAULT_TARGET))
     info = dataclasses.replace(info, description_weight=weight,
-                               calibration=None if calibrator is None else calibrator.to_dict())
+                               calibration=None if calibrator is None else calibrator.to_dict(),
+                               confidence=None if model is None else model.to_dict())
     info.save(run_dir)
     return info
 
@@ -62,7 +66,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--refit", action="store_true",
-                        help="measure again: description weight, calibrator, test predictions")
+                        help="measure again: description weight, calibrator, confidence model, "
+                        "test predictions")
     args = parser.parse_args()
     for path in rebuild(args.run_dir, args.data_dir, args.refit):
         print(path)

@@ -194,12 +194,12 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
     # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
-    fusion_weight = description_weight = calibrator = None
+    fusion_weight = description_weight = calibrator = confidence = None
     if model.exemplars is not None:
         if model.memory is not None:  # evaluated: there is a validation split
-            description_weight, calibrator = analyse(
+            description_weight, calibrator, confidence = analyse(
                 out, evaluation_predictor(model, datamodule), datamodule.examples,
-                datamodule.hparams.data_dir, datamodule.hparams.n_tasks)
+                datamodule.hparams.data_dir, datamodule.hparams.n_tasks, cfg.target_precision)
         log.info("encoding the exemplar memory (every title)")
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
@@ -212,12 +212,14 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
         fusion_weight=fusion_weight, description_weight=description_weight,
         calibration=None if calibrator is None else calibrator.to_dict(),
+        confidence=None if confidence is None else confidence.to_dict(),
     ).save(out)
     write_sentence_transformers_config(out / runs.ENCODER_DIR, hp.max_input_length)
     write_model_card(out / runs.ENCODER_DIR, base_model=model.encoder.name,
                      taxonomy_version=taxonomy.version,
                      config=OmegaConf.to_container(cfg, resolve=True),
-                     metrics={"before": before, "after": after}, n_codes=len(taxonomy))
+                     metrics={"before": before, "after": after}, n_codes=len(taxonomy),
+                     fusion_weight=fusion_weight)
     runs.write_json(out / runs.METRICS_FILE, {
         "before": before, "after": after,
         "objective": {"metric": cfg.optimized_metric, "value": best}})

@@ -3,11 +3,14 @@ the training config composed for them."""
 
 from __future__ import annotations
 
+import csv
 import string
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from occlass.data.soc import SOC_FILE, SOC_FOLDER
 
 ROOT = Path(__file__).resolve().parents[2]
 ONET_DATA = ROOT / "data" / "onet-29.3"
@@ -28,7 +31,7 @@ OCCUPATIONS = [
      ["Statistician", "Biostatistician", "Data Statistician"], ["Applied Statistician"]),
     ("29-1141.00", "Registered Nurses", "Assess patients and give care.",
      ["Nurse", "Staff Nurse", "Charge Nurse"], ["RN"]),
-    ("29-1228.00", "Physicians, All Other", "Diagnose and treat patients.",
+    ("29-1229.00", "Physicians, All Other", "Diagnose and treat patients.",
      ["Doctor", "Physician", "Medical Doctor"], ["Hospitalist"]),
     ("29-2061.00", "Licensed Practical Nurses", "Care for the sick.",
      ["Practical Nurse", "LPN", "Vocational Nurse"], ["Licensed Nurse"]),
@@ -40,9 +43,49 @@ OCCUPATIONS = [
      ["Carpenter", "Framer", "Joiner"], ["Finish Carpenter"]),
 ]
 
+# The 2018 SOC groups of those occupations (as in BLS's structure: code, level, title).
+SOC_ROWS = [
+    ("11-0000", "major", "Management Occupations"),
+    ("11-1000", "minor", "Top Executives"),
+    ("11-1010", "broad", "Chief Executives"),
+    ("11-1011", "detailed", "Chief Executives"),
+    ("11-1020", "broad", "General and Operations Managers"),
+    ("11-1021", "detailed", "General and Operations Managers"),
+    ("11-3000", "minor", "Operations Specialties Managers"),
+    ("11-3030", "broad", "Financial Managers"),
+    ("11-3031", "detailed", "Financial Managers"),
+    ("15-0000", "major", "Computer and Mathematical Occupations"),
+    ("15-1200", "minor", "Computer Occupations"),
+    ("15-1210", "broad", "Computer and Information Analysts"),
+    ("15-1211", "detailed", "Computer Systems Analysts"),
+    ("15-1250", "broad", "Software and Web Developers, Programmers, and Testers"),
+    ("15-1252", "detailed", "Software Developers"),
+    ("15-2000", "minor", "Mathematical Science Occupations"),
+    ("15-2040", "broad", "Statisticians"),
+    ("15-2041", "detailed", "Statisticians"),
+    ("29-0000", "major", "Healthcare Practitioners and Technical Occupations"),
+    ("29-1000", "minor", "Healthcare Diagnosing or Treating Practitioners"),
+    ("29-1140", "broad", "Registered Nurses"),
+    ("29-1141", "detailed", "Registered Nurses"),
+    ("29-1210", "broad", "Physicians"),
+    ("29-1229", "detailed", "Physicians, All Other"),
+    ("29-2000", "minor", "Health Technologists and Technicians"),
+    ("29-2060", "broad", "Licensed Practical and Licensed Vocational Nurses"),
+    ("29-2061", "detailed", "Licensed Practical and Licensed Vocational Nurses"),
+    ("47-0000", "major", "Construction and Extraction Occupations"),
+    ("47-2000", "minor", "Construction Trades Workers"),
+    ("47-2030", "broad", "Carpenters"),
+    ("47-2031", "detailed", "Carpenters"),
+    ("47-2110", "broad", "Electricians"),
+    ("47-2111", "detailed", "Electricians"),
+    ("47-2150", "broad", "Pipelayers, Plumbers, Pipefitters, and Steamfitters"),
+    ("47-2152", "detailed", "Plumbers, Pipefitters, and Steamfitters"),
+]
+
 
 def write_tiny_onet(folder: Path) -> Path:
-    """A release folder in the official text layout (tab-delimited, one header row)."""
+    """A release folder in the official text layout (tab-delimited, one header row), with the
+    SOC 2018 structure of its occupations beside it (`soc-2018/`, as `make data` writes)."""
     folder.mkdir(parents=True, exist_ok=True)
     row = "\t".join
     occupation = [row(["O*NET-SOC Code", "Title", "Description"])]
@@ -66,6 +109,10 @@ def write_tiny_onet(folder: Path) -> Path:
     for name, lines in files.items():
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "Read Me.txt").write_text("O*NET 29.3 Database\nMay 2025 Release\n")
+    soc = folder.parent / SOC_FOLDER
+    soc.mkdir(exist_ok=True)
+    with (soc / SOC_FILE).open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("code", "level", "title"), *SOC_ROWS])
     return folder
 
 
