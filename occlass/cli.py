@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 from occlass.errors import OcclassError
 
@@ -27,3 +30,25 @@ def run_cli(job, *args):
     except KeyboardInterrupt as stop:
         print(f"error: {stop or 'interrupted'}; nothing was written", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
+
+
+def _exit_unless_folder_can_be(path: Path) -> None:
+    """One line and exit code 2 if `path` cannot become a folder (it or a parent is a file)."""
+    folder = path
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        print(f"error: cannot create the output folder {path}: {folder} is a file",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+class CheckOutputFolder(Callback):
+    """Hydra creates the run (or sweep) folder before the job starts; one under a file would be
+    its traceback."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _exit_unless_folder_can_be(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        _exit_unless_folder_can_be(Path(config.hydra.sweep.dir))

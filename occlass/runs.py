@@ -33,12 +33,21 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 
 
+def umask() -> int:
+    """The process's umask (reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> None:
-    """Write a file via a temporary file in the same folder and a rename: never half-written."""
+    """Write a file via a temporary file in the same folder and a rename: never half-written.
+    Its mode follows the umask, as any other new file's (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -48,6 +57,13 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def follow_umask(folder: str | Path) -> None:
+    """Give the files in `folder` the mode of a new file (safetensors writes its files 0600)."""
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask())
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -95,7 +111,9 @@ class RunInfo:
         info = cls(**{k: v for k, v in data.items() if k in fields})
         types = {"n_codes": int, "max_input_length": int, "max_category_length": int,
                  "n_tasks": int, "config": dict}
-        wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)]
+        wrong = [k for k, t in types.items() if not isinstance(getattr(info, k), t)
+                 or isinstance(getattr(info, k), bool)
+                 or (t is int and getattr(info, k) < (k != "n_tasks"))]  # lengths ≥ 1, tasks ≥ 0
         wrong += [k for k in ("taxonomy_version", "taxonomy_fingerprint", "recipe", "base_model")
                   if not isinstance(getattr(info, k), str)]
         wrong += [k for k in ("fusion_weight", "description_weight")

@@ -1,6 +1,7 @@
 """predict.py with trainer=ddp: 2 CPU processes (gloo) write the one-process output row for row;
 the ranks' row ranges cover the input once, in order, whatever the row-count estimate."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,14 +48,31 @@ def test_two_processes_write_the_one_process_output(run_dir, tiny_onet, tmp_path
 
 
 def test_a_failing_rank_fails_the_run_and_leaves_nothing(run_dir, tiny_onet, tmp_path):
-    """Rank 1 refuses the input (it has a column prediction writes); rank 0, with no rows (one
-    chunk, which the last rank takes), finds out and fails too."""
-    INPUT.assign(status="x").to_csv(tmp_path / "in.csv", index=False)
-    done = predict(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "input=in.csv",
-                   "output=out.csv", "progress=false", *DDP)
+    """Rank 1 cannot write its rows (a JSONL column of mixed types into Parquet); rank 0, with no
+    rows (one chunk, which the last rank takes), finds out and fails too."""
+    INPUT.assign(zip=[90210, "SW1A 1AA"] * 5 + [None]).to_json(tmp_path / "in.jsonl",
+                                                               orient="records", lines=True)
+    done = predict(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "input=in.jsonl",
+                   "output=out.parquet", "progress=false", *DDP)
     assert done.returncode != 0  # 2, or Lightning's kill of rank 0 once rank 1 has exited
-    assert "error: in.csv: has column(s) status, which prediction writes" in done.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["in.csv"]
+    assert "column 'zip' cannot be written as Parquet" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
+
+
+def test_jsonl_records_keep_their_own_keys_under_ddp(run_dir, tiny_onet, tmp_path):
+    lines = ['{"title": "Nurse", "id": 1}', '{"id": 2, "title": "Plumber", "site": "A"}',
+             '{"title": "Driver", "pay": null}', '{"title": "Cook", "id": [4]}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    done = predict(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "input=in.jsonl",
+                   "output=out.jsonl", "chunk_rows=2", "top_k=1", "progress=false", *DDP)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [{k: r[k] for k in json.loads(line)} for r, line in zip(out, lines)] == [
+        json.loads(line) for line in lines]
+    assert [set(r) - set(json.loads(line)) for r, line in zip(out, lines)] == [
+        {"pred_code_1", "pred_title_1", "pred_score_1", "confidence", "needs_review",
+         "pred_evidence_1", "status"}] * 4
 
 
 @pytest.mark.parametrize("estimate", [0, 4, 11, 30])

@@ -197,10 +197,10 @@ def test_bf16_autocast_scores_close_to_fp32(run_dir, tiny_onet, predictor):
 def test_zero_shot_keeps_its_cache_at_cache_path(tiny_bert, tiny_onet, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="occlass")
     path = tmp_path / "zero-shot" / "category_cache.pt"
-    first = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert)), cache_path=path)
+    first = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path))
     assert CategoryCache.load(path).identity["recipe"] == "title_description"
     assert caplog.text.count("category texts") == 1
-    second = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert)), cache_path=path)
+    second = Predictor(load_zero_shot(tiny_onet, model=str(tiny_bert), cache_path=path))
     assert caplog.text.count("category texts") == 1  # loaded, not rebuilt
     np.testing.assert_array_equal(first.predict(TITLES).scores, second.predict(TITLES).scores)
 

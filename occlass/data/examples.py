@@ -76,8 +76,9 @@ def load_pairs(data_dir: str | Path, taxonomy: Taxonomy, sources: Sequence[str] 
     return pairs[["title", "description", "code", "source", "reported_only", "entry"]]
 
 
-def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
-    """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`."""
+def load_labelled_file(path: str | Path, known: set[str], lines: bool = False) -> pd.DataFrame:
+    """A user CSV/JSONL/Parquet of labelled examples: `title`, optional `description`, `code`
+    (and, with `lines`, the `line` each row starts on)."""
     chunks = read_chunks(path, required=("title", "code"), dtype_str=True, line_column="line")
     frame = pd.concat(list(chunks), ignore_index=True)
     frame["code"] = frame["code"].fillna("").str.strip()
@@ -88,7 +89,8 @@ def load_labelled_file(path: str | Path, known: set[str]) -> pd.DataFrame:
     description = frame.get("description", pd.Series("", index=frame.index)).fillna("")
     keep = title != ""
     return pd.DataFrame({"title": title[keep], "description": description[keep].str.strip(),
-                         "code": frame["code"][keep], "source": Path(path).stem})
+                         "code": frame["code"][keep], "source": Path(path).stem,
+                         **({"line": frame["line"][keep]} if lines else {})})
 
 
 def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:

@@ -8,10 +8,12 @@ back by :class:`AtomicTableWriter` in the same format keep their values, types a
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import itertools
 import json
+import math
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -46,6 +48,14 @@ def _suffix(path: Path) -> str:
             f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(SUPPORTED)}"
         )
     return suffix
+
+
+def has_bom(path: str | os.PathLike) -> bool:
+    """Whether a CSV file starts with the UTF-8 byte-order mark (Excel's sign that it is UTF-8)."""
+    if Path(path).suffix.lower() != ".csv":
+        return False
+    with open(path, "rb") as f:
+        return f.read(3) == codecs.BOM_UTF8
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -121,8 +131,35 @@ def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from None
 
 
+def _too_long(path: Path, line: int, fields: list[str], header: list[str]) -> DataError:
+    hint = ("a trailing comma?" if fields[len(header):] == [""] * (len(fields) - len(header))
+            else "quote a field that holds a comma")
+    return DataError(f"{path}, line {line}: {len(fields)} fields but the header has "
+                     f"{len(header)} ({hint})")
+
+
+def _long_record(path: Path) -> DataError | None:
+    """The error for the first record with more fields than the header, if there is one."""
+    records = _csv_records(path)
+    _, header = next(records, (1, []))
+    for line, fields in records:
+        if len(fields) > len(header):
+            records.close()
+            return _too_long(path, line, fields, header)
+    return None
+
+
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    _check_unique(path, next((fields for _, fields in _csv_records(path)), []))
+    """Text columns, one per header field. A row with more fields than the header is an error
+    naming its line (pandas would make a long first row's extra field an index and shift the
+    columns: ids gone, titles under `id`)."""
+    records = _csv_records(path)
+    header = next(records, (1, []))[1]
+    first = next(records, None)
+    records.close()
+    _check_unique(path, header)
+    if first is not None and len(first[1]) > len(header):
+        raise _too_long(path, *first, header)
     try:
         with pd.read_csv(
             path,
@@ -131,6 +168,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             encoding="utf-8",
             keep_default_na=False,  # only an empty field is missing: a title "NA" stays "NA"
             na_values=[""],
+            index_col=False,  # never an index column inferred from a long first row
         ) as reader:
             yield from reader
     except UnicodeDecodeError:
@@ -138,12 +176,14 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no header row") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
+        raise _long_record(path) or DataError(
+            f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
 
 
 def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Records parsed by the json module into object columns: every value keeps its JSON type
-    (an integer next to a null stays an integer, 1.0 stays a float); blank lines are skipped."""
+    (an integer next to a null stays an integer, 1.0 stays a float); blank lines are skipped.
+    NaN and Infinity are not JSON: refused, so that the output is JSON and keeps every value."""
     rows = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -151,11 +191,16 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, parse_constant=_not_json)
+                except NotJSON as err:
+                    raise DataError(f"{path}: line {line_no}: {err}") from None
                 except ValueError:
                     row = None
                 if not isinstance(row, dict):
-                    raise DataError(f"{path}: line {line_no} is not a valid JSON object")
+                    bom = line_no == 1 and line.startswith("\ufeff")
+                    raise DataError(f"{path}: line {line_no} is not a valid JSON object"
+                                    + ("; it starts with a byte-order mark (BOM): re-save the "
+                                       "file as UTF-8 without BOM" if bom else ""))
                 rows.append(row)
                 if len(rows) == chunk_rows:
                     yield pd.DataFrame(rows, dtype=object)
@@ -164,6 +209,14 @@ def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise _not_utf8(path) from None
     if rows:
         yield pd.DataFrame(rows, dtype=object)
+
+
+class NotJSON(ValueError):
+    """NaN or Infinity, which Python's json module reads but JSON does not have."""
+
+
+def _not_json(constant: str):
+    raise NotJSON(f"{constant} is not valid JSON; write null or a string")
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -265,12 +318,23 @@ def _json_default(value):
 _JSON = json.JSONEncoder(ensure_ascii=False, default=_json_default)
 
 
+def _absent(value) -> bool:
+    """NaN in an object column: a key its JSONL record lacked (JSON has no NaN; null is None),
+    or an empty CSV field."""
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _json_lines(df: pd.DataFrame) -> str:
     """One JSON object per row; missing values are null and numbers keep every digit, but a
-    32-bit float (a rounded score) gets its own shortest digits, as in CSV: 0.432725."""
+    32-bit float (a rounded score) gets its own shortest digits, as in CSV: 0.432725. A key a
+    record lacked stays absent."""
     float32 = {c: str for c in df.select_dtypes(np.float32).columns}
+    absent = df.select_dtypes(object).map(_absent)
     df = df.astype(float32).astype({c: float for c in float32})
     records = df.astype(object).where(df.notna(), None).to_dict("records")
+    for i in np.flatnonzero(absent.to_numpy().any(axis=1)) if absent.size else ():
+        for key in absent.columns[absent.iloc[i].to_numpy()]:
+            del records[i][key]
     return "".join(_JSON.encode(record) + "\n" for record in records)
 
 
@@ -293,17 +357,22 @@ class AtomicTableWriter:
     ``path`` (:func:`check_writable`) and deletes the temporary files that dead processes of
     this host left for it (``kill -9``).
 
-    Every chunk must have the same columns. The Parquet schema takes the types of the first
+    Every chunk must have the same columns, except in JSONL, where each record has its own
+    keys: a key that a chunk's records lack is left out of them. The Parquet schema takes the types of the first
     chunk with rows (an object column without values is a string). A table without rows gets
     its CSV header and Parquet schema from a zero-row chunk with all the columns (e.g. the
     first frame of :func:`read_chunks` plus your own), else from ``columns`` (names only:
-    Parquet strings). JSONL has no header: a table without rows is an empty file.
+    Parquet strings). JSONL has no header: a table without rows is an empty file. A CSV file
+    with ``bom`` starts with the UTF-8 byte-order mark (as its input did: Excel then reads it as
+    UTF-8).
     """
 
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None):
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None = None,
+                 bom: bool = False):
         self.path = Path(path)
         self.suffix = _suffix(self.path)
         self.columns = list(columns) if columns is not None else None
+        self.encoding = "utf-8-sig" if bom and self.suffix == ".csv" else "utf-8"
         self._prefix = f".{self.path.name}.tmp-{socket.gethostname()}-"
         self._tmp = self.path.with_name(f"{self._prefix}{os.getpid()}")
         self._file = None
@@ -318,14 +387,14 @@ class AtomicTableWriter:
             if name.startswith(self._prefix) and pid.isdigit() and not _running(int(pid)):
                 (self.path.parent / name).unlink(missing_ok=True)
         if self.suffix != ".parquet":
-            self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._file = open(self._tmp, "w", encoding=self.encoding, newline="")
         return self
 
     def write(self, df: pd.DataFrame) -> None:
-        """Append one chunk; every chunk must have the same columns."""
+        """Append one chunk; every chunk must have the same columns (JSONL: any)."""
         if self.columns is None:
             self.columns = list(df.columns)
-        elif list(df.columns) != self.columns:
+        elif list(df.columns) != self.columns and self.suffix != ".jsonl":
             raise DataError(
                 f"{self.path}: chunk columns {list(df.columns)} differ from {self.columns}"
             )
@@ -339,7 +408,10 @@ class AtomicTableWriter:
             self._header = df
 
     def _write_parquet(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, OverflowError):
+            raise self._not_parquet(df) from None
         if self._parquet is None:
             schema = pa.schema([
                 f.with_type(pa.string()) if pa.types.is_null(f.type) and dtype == object else f
@@ -352,6 +424,17 @@ class AtomicTableWriter:
             raise DataError(f"{self.path}: a chunk's column types differ from the first "
                             f"chunk's: {' '.join(str(e).split())}") from None
         self._parquet.write_table(table)
+
+    def _not_parquet(self, df: pd.DataFrame) -> DataError:
+        """The error naming the first column that Arrow cannot hold (mixed types, huge ints)."""
+        for column in df.columns:
+            try:
+                pa.array(df[column], from_pandas=True)
+            except (pa.ArrowException, OverflowError) as err:
+                detail = " ".join(str(err).split())
+                return DataError(f"{self.path}: column {column!r} cannot be written as Parquet "
+                                 f"({detail}); write .jsonl or .csv instead")
+        return DataError(f"{self.path}: cannot be written as Parquet; write .jsonl or .csv")
 
     def _close(self) -> None:
         for handle in (self._file, self._parquet):

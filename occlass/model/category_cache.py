@@ -54,9 +54,17 @@ class CategoryCache:
     def load(cls, path: str | Path) -> CategoryCache:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(state["embeddings"], state["codes"], state["identity"])
-        except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            cache = cls(state["embeddings"], state["codes"], state["identity"])
+        except (OSError, KeyError, TypeError, RuntimeError, EOFError,
+                pickle.UnpicklingError) as err:
             raise OcclassError(f"{path}: not a readable category cache ({err})") from None
+        embeddings, codes = cache.embeddings, cache.codes
+        if not (isinstance(embeddings, torch.Tensor) and embeddings.is_floating_point()
+                and embeddings.ndim == 2 and isinstance(codes, list)
+                and all(isinstance(c, str) for c in codes) and len(codes) == len(embeddings)
+                and isinstance(cache.identity, dict)):
+            raise OcclassError(f"{path}: not a category cache (wrong types or shapes)")
+        return cache
 
 
 def build_category_cache(encoder: Encoder, categories: Categories,
@@ -71,7 +79,8 @@ def build_category_cache(encoder: Encoder, categories: Categories,
         except OcclassError as err:
             log.warning("%s; rebuilding it", err)
         else:
-            if cache.identity == identity and cache.codes == categories.codes:
+            if (cache.identity == identity and cache.codes == categories.codes
+                    and cache.embeddings.shape[1] == encoder.dim):
                 return cache
             changed = [k for k in identity if cache.identity.get(k) != identity[k]] or ["codes"]
             log.warning("category cache %s is stale (%s changed); rebuilding it", path,

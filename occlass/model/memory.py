@@ -90,10 +90,26 @@ class ExemplarMemory:
     def load(cls, path: str | Path) -> ExemplarMemory:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(state["embeddings"], state["labels"], state["titles"], state["n_codes"],
-                       state["identity"])
-        except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            memory = cls(state["embeddings"], state["labels"], state["titles"], state["n_codes"],
+                         state["identity"])
+        except (OSError, KeyError, TypeError, RuntimeError, EOFError,
+                pickle.UnpicklingError) as err:
             raise OcclassError(f"{path}: not a readable exemplar memory ({err})") from None
+        if not memory.well_formed():
+            raise OcclassError(f"{path}: not an exemplar memory (wrong types, shapes or labels)")
+        return memory
+
+    def well_formed(self) -> bool:
+        """Types, shapes and label range agree (a damaged or foreign file's may not)."""
+        embeddings, labels, n = self.embeddings, self.labels, self.n_codes
+        return (isinstance(embeddings, torch.Tensor) and embeddings.is_floating_point()
+                and embeddings.ndim == 2 and isinstance(labels, torch.Tensor)
+                and labels.dtype == torch.long and labels.shape == (len(embeddings),)
+                and isinstance(n, int) and not isinstance(n, bool)
+                and (not len(labels) or 0 <= labels.min() <= labels.max() < n)
+                and isinstance(self.titles, list) and len(self.titles) == len(labels)
+                and all(isinstance(t, str) for t in self.titles)
+                and isinstance(self.identity, dict))
 
 
 def fuse(category: torch.Tensor, exemplar: torch.Tensor, weight: float) -> torch.Tensor:

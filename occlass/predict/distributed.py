@@ -3,7 +3,8 @@ trainer=ddp trainer.devices=N`): the same output as one process, row for row.
 
 Each rank streams its own contiguous range of the input's rows, in whole chunks of `chunk_rows`
 (so its forward passes are those of one process), and writes its predictions to a hidden shard
-next to the output, `.OUT.shard-RANK.parquet`. Once all ranks are done, rank 0 copies the shards
+next to the output, `.OUT.shard-RANK.EXT`, in the output's format (what one process can write, a
+rank can: JSONL records with keys of their own, values Parquet cannot hold). Once all ranks are done, rank 0 copies the shards
 in rank order into the output, a batch at a time, and removes them. No rank holds more than a
 chunk; the output's folder must be shared by all ranks (nodes).
 
@@ -102,7 +103,7 @@ class ShardWriter(BasePredictionWriter):
         self.agreed = False
 
     def shard(self, rank: int) -> Path:
-        return self.output.with_name(f".{self.output.name}.shard-{rank}.parquet")
+        return self.output.with_name(f".{self.output.name}.shard-{rank}{self.output.suffix}")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.writer = AtomicTableWriter(self.shard(trainer.global_rank)).__enter__()

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import torch
 import transformers
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from occlass.data.soc import LEVEL_NAMES, LEVELS
-from occlass.data.tabular_io import AtomicTableWriter, check_writable, count_rows, read_chunks
-from occlass.errors import OcclassError
-from occlass.predict.loader import load_configured, predictor_options
-from occlass.predict.predictor import CONFIDENCES, PRECISIONS, Predictor
+from occlass.data.tabular_io import (
+    AtomicTableWriter,
+    check_writable,
+    count_rows,
+    has_bom,
+    read_chunks,
+)
+from occlass.errors import DataError, OcclassError
+from occlass.predict.loader import load_configured, max_positions, predictor_options
+from occlass.predict.predictor import CONFIDENCES, PRECISIONS, Predictor, prediction_columns
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
     chunks = read_chunks(input, chunk_rows, required=[title_column])
     status: Counter = Counter()
     try:
-        with (AtomicTableWriter(output) as writer,
+        with (AtomicTableWriter(output, bom=has_bom(input)) as writer,
               tqdm(total=count_rows(input), unit="rows", unit_scale=True,
                    disable=not progress) as bar):
             for chunk in chunks:
@@ -53,6 +60,39 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def raw_text(cfg: DictConfig):
+    """`text` as typed: a job title may look like OmegaConf's "???" or "${...}"."""
+    return OmegaConf.to_container(cfg, resolve=False)["text"]
+
+
+def check_device(device) -> None:
+    """A device torch knows, and that this machine has."""
+    try:
+        kind = torch.device(str(device)).type
+    except (RuntimeError, ValueError):
+        raise OcclassError(f"device={device!r}: not a device; e.g. cpu, cuda, cuda:1") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    if not available.get(kind, False):
+        raise OcclassError(f"device={device!r}: this machine has none; use device=cpu")
+
+
+def check_title_column(path, title: str) -> None:
+    """A missing title column, with a hint where the header suggests the fix."""
+    header = list(next(read_chunks(path, 1)).columns)
+    if title in header:
+        return
+    near = [c for c in header if isinstance(c, str) and c.strip().lower() == title.lower()]
+    if near:
+        raise DataError(f"{path}: no column {title!r}, but {near[0]!r}: "
+                        f"set columns.title={near[0]!r}")
+    separators = {"\t": "tab", ";": "semicolon", "|": "bar"}
+    if len(header) == 1 and (found := [n for s, n in separators.items() if s in str(header[0])]):
+        raise DataError(f"{path}: no column {title!r}; the header is one column holding "
+                        f"{found[0]}s: separate the file with commas, or save it as .jsonl or "
+                        ".parquet")
+
+
 def check_job(cfg: DictConfig) -> None:
     """Refuse bad options and inputs with one line each, before a model is loaded."""
     for key in ("top_k", "chunk_rows", "batch_size", "batch_tokens"):
@@ -61,8 +101,13 @@ def check_job(cfg: DictConfig) -> None:
     for key in ("max_input_length", "max_category_length", "threads"):
         if cfg[key] is not None and not _whole(cfg[key]):
             raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1, or null")
+    for key in ("evidence", "progress"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise OcclassError(f"{key}={cfg[key]!r}: give true or false")
     if str(cfg.precision) not in PRECISIONS:
         raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if not cfg.get("trainer"):
+        check_device(cfg.device)
     review = cfg.get("review_below")
     if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
                                or not 0 <= review <= 1):
@@ -75,6 +120,13 @@ def check_job(cfg: DictConfig) -> None:
     for key, choices in (("min_level", LEVELS), ("confidence", CONFIDENCES)):
         if cfg.get(key, choices[-1]) not in choices:
             raise OcclassError(f"{key}={cfg[key]!r}: choose one of {', '.join(choices)}")
+    if review is not None and cfg.run is None:
+        raise OcclassError("review_below= needs run=: the zero-shot model has no calibrated "
+                           "confidence to review by")
+    limit = max_positions(cfg.run)
+    for key in ("max_input_length", "max_category_length"):
+        if cfg[key] is not None and limit is not None and cfg[key] > limit:
+            raise OcclassError(f"{key}={cfg[key]}: the model takes at most {limit} tokens")
     if cfg.get("corrections"):
         next(read_chunks(cfg.corrections, 1, required=["title", "code"]))  # readable, headed
     title, description = cfg.columns.title, cfg.columns.description
@@ -82,34 +134,47 @@ def check_job(cfg: DictConfig) -> None:
         raise OcclassError(f"columns.title={title!r}: name the input's title column")
     if description is not None and not isinstance(description, str):
         raise OcclassError(f"columns.description={description!r}: name a column, or null")
-    if cfg.text is not None:
+    if raw_text(cfg) is not None:
+        if cfg.input or cfg.output:
+            raise OcclassError('give text="a job title" or input=FILE output=FILE, not both')
         return
     if not (cfg.input and cfg.output):
         raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
     check_writable(cfg.output)
+    check_title_column(cfg.input, title)
     header = next(read_chunks(cfg.input, 1, required=[title]))
-    if Path(cfg.output).exists() and os.path.samefile(cfg.input, cfg.output):
-        raise OcclassError(f"output={cfg.output} is the input file: prediction would replace "
-                           "it; choose another output")
+    for option in ("input", "corrections"):  # any file the job reads
+        if cfg.get(option) and Path(cfg.output).exists() and os.path.samefile(cfg[option],
+                                                                               cfg.output):
+            raise OcclassError(f"output={cfg.output} is the {option} file: prediction would "
+                               "replace it; choose another output")
     # the default description column may be absent; one named on the command line may not
     if description not in (None, "description") and description not in header:
         raise OcclassError(f"{cfg.input}: has no column {description!r} "
                            f"(columns.description); columns found: {', '.join(header.columns)}")
+    if clash := [c for c in prediction_columns(cfg.top_k) if c in header]:
+        raise DataError(f"{cfg.input}: has column(s) {', '.join(clash)}, which prediction "
+                        "writes; rename them")
 
 
 def predict_job(cfg: DictConfig) -> None:
     """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`."""
     check_job(cfg)
+    text = raw_text(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     transformers.logging.disable_progress_bar()  # ours is the one that matters
-    if cfg.text is None and cfg.get("trainer"):
+    if text is not None:  # stdout is the ranked table: log lines go to stderr
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                handler.setStream(sys.stderr)
+    if text is None and cfg.get("trainer"):
         from occlass.predict.distributed import predict_distributed  # imports Lightning
 
         predict_distributed(cfg)
         return
     predictor = Predictor(load_configured(cfg), **predictor_options(cfg))
-    if cfg.text is None:
+    if text is None:
         status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
                               cfg.columns.description, cfg.chunk_rows, cfg.progress)
         flagged = {s: n for s, n in status.items() if s != "ok"}
@@ -117,7 +182,7 @@ def predict_job(cfg: DictConfig) -> None:
                  f" ({', '.join(f'{n} {s}' for s, n in flagged.items())}: no prediction)"
                  if flagged else "")
         return
-    result = predictor.predict([cfg.text], top_k=cfg.top_k)
+    result = predictor.predict([text], top_k=cfg.top_k)
     if result.status[0] != "ok":
         raise OcclassError(f"no prediction: {result.status[0]}")
     print(pd.DataFrame({"rank": range(1, result.codes.shape[1] + 1), "code": result.codes[0],

@@ -29,6 +29,9 @@ CONFIDENCES = ("levels", "platt")  # the confidence model, or the older top-labe
 MAX_DESCRIPTION_LENGTH = 256
 CORRECTION_THRESHOLD = 0.92  # a correction decides a title at least this similar to it
 # (bench/review.py: 0.85 took 4.5 points from unrelated titles, 0.92 none, 0.95 fewer variants)
+CHARS_PER_TOKEN = 16  # a text is cut to this many characters per token of its limit before
+# tokenising: a WordPiece token covers at least one character, so no token within the limit is
+# lost unless the text runs long stretches of spaces or marks the tokenizer drops
 
 
 class TitleScores(NamedTuple):
@@ -104,10 +107,24 @@ class Predictions:
         return pd.DataFrame({**columns, "status": self.status}, index=index)
 
 
+def prediction_columns(top_k: int) -> list[str]:
+    """Every column that prediction may add to a table (by `Predictions.to_frame`)."""
+    none = np.full((0, top_k), None)
+    return list(Predictions(none, none, none, np.array([]), np.array([]), np.array([]),
+                            np.array([])).to_frame().columns)
+
+
 def _is_marker(values: pd.Series) -> np.ndarray:
     """Where a value is a missing-value marker such as "NA" or "null" (not "" or a real null)."""
     blank = values.astype("string").str.strip().eq("")
     return (is_missing_marker(values) & ~blank).fillna(False).to_numpy(bool)
+
+
+def _not_text(values: pd.Series) -> np.ndarray:
+    """Where a value is neither text, a number nor missing: booleans, lists, objects, bytes."""
+    return np.array([isinstance(v, (bool, np.bool_)) or not (
+        v is None or v is pd.NA or isinstance(v, (str, int, float, np.number)))
+        for v in values.astype(object)], dtype=bool)
 
 
 def _text(values: Sequence) -> np.ndarray:
@@ -193,15 +210,26 @@ class Predictor:
                 top_k: int = 5) -> Predictions:
         """The top-k occupations of each title (followed by its description, if any).
 
-        Empty or missing titles get no prediction; missing descriptions count as absent.
-        Inputs are truncated to `max_input_length` tokens.
+        Empty or missing titles get no prediction, nor do the usual missing-value markers
+        ("NA", "null", "NaN", ... as pandas reads them; status "title is a missing-value
+        marker") and values that are not text or numbers (booleans, lists, bytes; status
+        "title is not text"). Missing descriptions, or markers, count as absent. Inputs are
+        truncated to `max_input_length` tokens.
         """
-        if top_k < 1:
-            raise OcclassError(f"top_k must be at least 1, not {top_k}")
+        if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) \
+                or top_k < 1:
+            raise OcclassError(f"top_k={top_k!r}: give a whole number of at least 1")
         k = min(top_k, len(self.codes))
-        titles = _text(titles)
-        descriptions = (_text(descriptions) if descriptions is not None
-                        else np.full(len(titles), "", dtype=object))
+        titles = pd.Series(list(titles), dtype=object)
+        not_text = _not_text(titles)
+        marker = _is_marker(titles.where(~not_text))
+        titles = _text(titles.where(~(marker | not_text)))
+        if descriptions is not None:
+            descriptions = pd.Series(list(descriptions), dtype=object)
+            descriptions = descriptions.where(~_not_text(descriptions))
+            descriptions = _text(descriptions.where(~_is_marker(descriptions)))
+        else:
+            descriptions = np.full(len(titles), "", dtype=object)
         if len(descriptions) != len(titles):
             raise ValueError(f"{len(titles)} titles but {len(descriptions)} descriptions")
         ok = titles != ""
@@ -229,8 +257,11 @@ class Predictor:
         if self.model is not None:
             coded, review = self._coded(ok, level_group, level_confidence)
         elif self.calibrator is not None:
-            review = np.where(ok, confidence < self.calibrator.review_below, None)
-        return Predictions(codes, names, scores, np.where(ok, "ok", "empty title").astype(object),
+            # a NaN confidence is no confidence: review it
+            review = np.where(ok, ~(confidence >= self.calibrator.review_below), None)
+        status = np.select([ok, marker, not_text], ["ok", "title is a missing-value marker",
+                                                     "title is not text"], "empty title")
+        return Predictions(codes, names, scores, status.astype(object),
                            None if review is None else confidence, review,
                            evidence if self.evidence else None, soc_codes, soc_titles, coded)
 
@@ -256,8 +287,13 @@ class Predictor:
     def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
         """Each text's row among the distinct texts, and their token ids."""
         rows, unique = pd.factorize(pd.Series(texts, dtype=object))
-        ids = self.tokenizer(list(unique), truncation=True, max_length=max_length)["input_ids"]
-        return rows, ids
+        return rows, self._tokenize(list(unique), max_length)
+
+    def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Token ids, at most `max_length`; a text is cut to a bound of characters first, so a
+        megabyte title costs no more than a long one."""
+        cut = [t[:max_length * CHARS_PER_TOKEN] for t in texts]
+        return self.tokenizer(cut, truncation=True, max_length=max_length)["input_ids"]
 
     def _encode(self, ids: list[list[int]]) -> torch.Tensor:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
@@ -370,8 +406,7 @@ class Predictor:
         described = self.similarities(descriptions, self.max_description_length,
                                       memory=False)[0].to(self.device)
         parts, order = [], []
-        title_ids = self.tokenizer(list(titles), truncation=True,
-                                   max_length=self.max_input_length)["input_ids"]
+        title_ids = self._tokenize(list(titles), self.max_input_length)
         by_length = sorted(range(len(titles)), key=lambda i: len(title_ids[i]))
         for batch in self._batches(by_length, title_ids):
             embeddings = self._encode([title_ids[i] for i in batch])
@@ -405,16 +440,10 @@ class Predictor:
         """`frame`'s columns, then the prediction columns (`Predictions.to_frame`). The
         description column is optional (absent = titles only); errors name `source`.
 
-        The usual missing-value markers ("NA", "null", "NaN", ... as pandas reads them) count
-        as missing: a description as absent, a title as no title (status "title is a
-        missing-value marker"). `frame`'s own values are left as they are."""
-        titles = frame[title_column]
-        marker = _is_marker(titles)
+        Titles and descriptions count as `predict` counts them; `frame`'s own values are left
+        as they are."""
         description = frame.get(description_column) if description_column else None
-        if description is not None:
-            description = description.where(~_is_marker(description))
-        predictions = self.predict(titles.where(~marker), description, top_k)
-        predictions.status[marker] = "title is a missing-value marker"
+        predictions = self.predict(frame[title_column], description, top_k)
         result = predictions.to_frame(frame.index)
         if clash := [c for c in result if c in frame]:
             raise DataError(f"{source}: has column(s) {', '.join(clash)}, which prediction "

@@ -46,7 +46,7 @@ def rebuild(run_dir: Path, data_dir: Path | None = None, again: bool = False) ->
     defaults to the run's own."""
     info = runs.RunInfo.load(run_dir)
     data_dir = data_dir or Path(info.config.get("paths", {}).get("data_dir", "data/onet-29.3"))
-    taxonomy = load_taxonomy(data_dir, info.recipe)
+    taxonomy = load_taxonomy(data_dir, info.recipe, option="--data-dir DIR")
     if taxonomy.fingerprint != info.taxonomy_fingerprint:
         raise OcclassError(f"{data_dir} holds another taxonomy than {run_dir} was trained on; "
                            "give --data-dir")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -68,10 +69,19 @@ def train(cfg: DictConfig) -> float:
     if not optimized.startswith("val/"):
         raise OcclassError(f"optimized_metric={optimized}: choose a validation metric (val/...)"
                            "; a sweep must never select on the test split")
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise OcclassError(f"threads={threads!r}: give a whole number of at least 1, or null")
+    trusted = cfg.get("trust_checkpoint", False)
+    if not isinstance(trusted, bool):
+        raise OcclassError(f"trust_checkpoint={trusted!r}: give true or false")
+    if cfg.ckpt_path and not trusted:
+        check_checkpoint(cfg.ckpt_path)
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
+    if threads:
+        torch.set_num_threads(threads)
     out = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
     exemplars = datamodule.exemplars() if cfg.get("exemplar_memory", True) else None
@@ -96,20 +106,42 @@ def train(cfg: DictConfig) -> float:
         if has_val:  # the untouched model's fusion weight, chosen on validation as after
             trainer.validate(model, datamodule=datamodule, verbose=False)
         before = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=not trusted)
+    untrained = trainer.global_step == 0
+    if untrained:
+        log.warning("no training step ran (trainer.max_epochs=%s): the run holds the untrained "
+                    "model", trainer.max_epochs)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if not best_path:  # fast_dev_run or no checkpoint callback: keep the result
         trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)
     best = objective(trainer, optimized)
     if best_path:  # the best weights (and the fusion weight chosen with them)
-        state = torch.load(best_path, map_location=model.device, weights_only=False)
+        state = torch.load(best_path, map_location=model.device, weights_only=True)
         model.load_state_dict(state["state_dict"])
     after = (trainer.test(model, datamodule=datamodule, verbose=False)[0] if has_test
              else None)
     if trainer.is_global_zero:
-        export(out, model, datamodule, cfg, before, after, best)
+        export(out, model, datamodule, cfg, before, after, best, untrained)
     return best
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Refuse a checkpoint that holds more than weights and plain values: unpickling it could run
+    any code (a stranger's file). `trust_checkpoint=true` loads it anyway."""
+    if not Path(path).is_file():
+        raise OcclassError(f"ckpt_path={path}: file not found")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        found = lines[1] if len(lines) > 1 else lines[0]  # after torch's general paragraph
+        raise OcclassError(f"ckpt_path={path}: holds objects other than weights ({found}), "
+                           "whose loading could run code; if you trust whoever made it, add "
+                           "trust_checkpoint=true") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise OcclassError(f"ckpt_path={path}: not a readable checkpoint "
+                           f"({' '.join(str(err).split())[:200]})") from None
 
 
 def cross_validate(cfg: DictConfig) -> float:
@@ -185,13 +217,14 @@ def _strip(metrics: dict | None, names: list[str]) -> dict | None:
 
 
 def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
-           after: dict | None, best: float) -> None:
+           after: dict | None, best: float, untrained: bool = False) -> None:
     """Write the exported encoder, the category cache, the exemplar memory (every title, of
     every split), metrics.json, run.json and report.md."""
     names = model.metrics["test"].names
     before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
     datamodule.tokenizer.save_pretrained(out / runs.ENCODER_DIR)
+    runs.follow_umask(out / runs.ENCODER_DIR)  # a teammate in the group can read a shared run
     # Built as prediction builds them (fp32, eval mode), so rebuilt ones give the same answers.
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
     fusion_weight = description_weight = calibrator = confidence = None
@@ -236,5 +269,8 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         if (out / ERROR_REPORT).is_file():
             body += (f"\n\nError analysis (per major group, most confused pairs, worst "
                      f"occupations, plots): [{ERROR_REPORT}]({ERROR_REPORT})")
+    if untrained:
+        body = ("**Warning: no training step ran (`trainer.max_epochs=0`?): this run holds the "
+                f"untrained model.**\n\n{body}")
     runs.write_atomic(out / runs.REPORT_FILE, f"{title}\n\n{body}\n")
     log.info("run written to %s\n%s", out, body)
