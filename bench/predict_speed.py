@@ -153,7 +153,7 @@ def main() -> None:
         "(softmax over every code) and the evidence title of each top-1; 'with the confidence "
         "model' replaces the calibrator by the confidence model and its coded level (a "
         "stand-in of the served shape); bf16 (with the confidence model) = CPU autocast of "
-        "the encoder (scores in fp32). "
+        "the encoder and the memory lookup in bf16 (category similarity and fusion in fp32). "
         "Both score against the same category matrix (built once, not timed). Times are the best "
         "of two passes (the first also warms up kernels; each pass uses a fresh Predictor that "
         f"remembers nothing). Inputs from `{args.data_dir}`: distinct O*NET alternate titles "

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,3 +34,36 @@ def test_evidence_is_the_best_exemplar_of_the_asked_code(tmp_path):
     m.save(tmp_path / "m.pt")
     again = ExemplarMemory.load(tmp_path / "m.pt")
     assert again.titles == m.titles and torch.equal(again.embeddings, m.embeddings)
+
+
+
+def test_best_and_evidence_match_a_scan_over_every_exemplar():
+    """A random memory given out of code order, with codes that have no exemplars and, once the
+    similarities are rounded, many exact ties: the best similarity per code and the evidence
+    (the first of equals in the order given) are those of a scan over every exemplar."""
+    gen = torch.Generator().manual_seed(0)
+    n, n_codes = 60, 12
+    labels = torch.randint(0, n_codes, (n,), generator=gen)
+    labels[(labels == 3) | (labels == 7)] = 4  # codes 3 and 7 have no exemplars
+    embeddings = F.normalize(torch.randn(n, 8, generator=gen), dim=1)
+    titles = [f"t{i}" for i in range(n)]
+    m = ExemplarMemory(embeddings, labels, titles, n_codes, identity={})
+    position = [m.titles.index(t) for t in titles]  # where each exemplar given went
+    assert m.labels.tolist() == sorted(labels.tolist())
+    assert torch.equal(m.labels[position], labels)
+    assert torch.equal(m.embeddings[position], embeddings)
+    queries = F.normalize(torch.randn(5, 8, generator=gen), dim=1)
+    exact = m.similarities(queries)
+    ties = 0
+    for sims in (exact, (exact * 4).round() / 4):
+        best = m.best(sims)
+        for code in range(n_codes):
+            evidence, values = m.evidence(sims, torch.full((len(queries),), code))
+            for row in range(len(queries)):
+                scan = [(float(sims[row, position[j]]), titles[j]) for j in range(n)
+                        if labels[j] == code]
+                value, title = max(scan, key=lambda s: s[0], default=(-np.inf, ""))
+                ties += sum(v == value for v, _ in scan) > 1
+                assert float(best[row, code]) == value and evidence[row] == title
+                assert float(values[row]) == value if scan else torch.isnan(values[row])
+    assert ties > 10  # the rounded similarities did test ties

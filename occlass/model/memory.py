@@ -3,7 +3,8 @@ corrections) with their codes, and its fusion with category similarity.
 
 A code's score is `(1 - w) * category similarity + w * best exemplar similarity`; `w` = 0 is
 category similarity alone, `w` = 1 nearest-neighbour lookup. A code without exemplars keeps its
-category similarity.
+category similarity. The exemplars are kept grouped by code, so a code's best exemplar is the
+maximum over one contiguous run of the similarities (a segment maximum, not a scatter).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from occlass.data.examples import Exemplars
@@ -23,7 +25,8 @@ FUSION_GRID = tuple(i / 10 for i in range(11))  # the weights validation chooses
 
 @dataclass
 class ExemplarMemory:
-    """(N, dim) L2-normalised exemplar embeddings, the category index of each, and their titles."""
+    """(N, dim) L2-normalised exemplar embeddings, the category index of each, and their titles,
+    grouped by category (each category's exemplars in the order given)."""
 
     embeddings: torch.Tensor
     labels: torch.Tensor
@@ -31,31 +34,52 @@ class ExemplarMemory:
     n_codes: int
     identity: dict[str, str]
 
-    def to(self, device: torch.device | str) -> ExemplarMemory:
-        return ExemplarMemory(self.embeddings.to(device), self.labels.to(device), self.titles,
-                              self.n_codes, self.identity)
+    def __post_init__(self):
+        order = torch.argsort(self.labels, stable=True)
+        if not torch.equal(order, torch.arange(len(order), device=order.device)):
+            self.embeddings, self.labels = self.embeddings[order], self.labels[order]
+            self.titles = [self.titles[i] for i in order.tolist()]
+        counts = torch.bincount(self.labels.cpu(), minlength=self.n_codes)
+        self.counts = counts.to(self.labels.device)  # exemplars per code
+        self.starts = self.counts.cumsum(0) - self.counts  # where each code's run begins
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ExemplarMemory:
+        """This memory on `device`, its embeddings in `dtype` (bf16 halves the lookup's work)."""
+        return ExemplarMemory(self.embeddings.to(device, dtype), self.labels.to(device),
+                              self.titles, self.n_codes, self.identity)
 
     def similarities(self, queries: torch.Tensor) -> torch.Tensor:
-        """(B, N) cosine similarity of each query to every exemplar."""
-        return queries @ self.embeddings.T.to(queries.dtype)
+        """(B, N) cosine similarity of each query to every exemplar, in the embeddings' dtype."""
+        return queries.to(self.embeddings.dtype) @ self.embeddings.T
 
     def best(self, similarities: torch.Tensor) -> torch.Tensor:
-        """(B, n_codes) best exemplar similarity per code; -inf where a code has none."""
+        """(B, n_codes) best exemplar similarity per code; -inf where a code has none. On CPU a
+        segment maximum (numpy's reduceat), elsewhere a scatter."""
         best = torch.full((similarities.shape[0], self.n_codes), float("-inf"),
                           device=similarities.device, dtype=similarities.dtype)
-        index = self.labels.to(similarities.device).expand(similarities.shape[0], -1)
-        return best.scatter_reduce(1, index, similarities, "amax")
+        if similarities.device.type != "cpu":
+            index = self.labels.expand(similarities.shape[0], -1)
+            return best.scatter_reduce(1, index, similarities, "amax")
+        filled = self.counts > 0
+        best[:, filled] = torch.from_numpy(np.maximum.reduceat(
+            similarities.detach().float().numpy(), self.starts[filled].numpy(),
+            axis=1)).to(best.dtype)
+        return best
 
     def evidence(self, similarities: torch.Tensor, codes: torch.Tensor) -> tuple[list[str],
                                                                                   torch.Tensor]:
-        """For each row, the exemplar of category `codes[row]` most similar to the row's query:
-        its title ("" where the code has none) and similarity (NaN there)."""
-        own = self.labels.to(similarities.device).unsqueeze(0) == codes.unsqueeze(1)
-        masked = similarities.masked_fill(~own, float("-inf"))
-        value, index = masked.max(dim=1)
-        titles = [self.titles[i] if torch.isfinite(v) else "" for i, v in
-                  zip(index.tolist(), value)]
-        return titles, torch.where(torch.isfinite(value), value, torch.nan)
+        """For each row, the exemplar of category `codes[row]` most similar to the row's query
+        (the first of equals): its title ("" where the code has none) and similarity (NaN
+        there). Reads only the runs of the asked codes."""
+        start, count = self.starts[codes], self.counts[codes]
+        offset = torch.arange(max(int(count.max()), 1), device=similarities.device)
+        index = (start.unsqueeze(1) + offset).clamp(max=similarities.shape[1] - 1)
+        own = similarities.gather(1, index).masked_fill(offset >= count.unsqueeze(1),
+                                                        float("-inf"))
+        value, at = own.max(dim=1)
+        titles = [self.titles[i] if n else "" for i, n in zip((start + at).tolist(),
+                                                               count.tolist())]
+        return titles, torch.where(count > 0, value, torch.nan)
 
     def save(self, path: str | Path) -> None:
         state = {"embeddings": self.embeddings.cpu(), "labels": self.labels.cpu(),

@@ -84,10 +84,13 @@ def load_taxonomy(data_dir: str | Path, recipe: str, option: str = "data_dir=...
 
 def onet_exemplars(data_dir: str | Path, taxonomy: Taxonomy, tokenizer,
                    max_length: int) -> Exemplars:
-    """O*NET's own titles (occupation, alternate, short, reported) with their codes."""
+    """O*NET's own titles (occupation, alternate, short, reported) with their codes, grouped by
+    code as the memory keeps them."""
     pairs = load_pairs(data_dir, taxonomy).drop_duplicates(["title", "code"])
+    pairs = pairs.assign(label=pairs["code"].map(taxonomy.index)).sort_values("label",
+                                                                             kind="stable")
     ids = tokenizer(list(pairs["title"]), truncation=True, max_length=max_length)["input_ids"]
-    return Exemplars(list(pairs["title"]), [taxonomy.index[c] for c in pairs["code"]], ids)
+    return Exemplars(list(pairs["title"]), pairs["label"].tolist(), ids)
 
 
 def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, max_length: int,

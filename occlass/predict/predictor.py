@@ -174,7 +174,8 @@ class Predictor:
         self.batch_tokens = batch_tokens
         self.bf16 = str(precision) == "bf16"
         self.memo_size = memo_size
-        self.memory = None if parts.memory is None else parts.memory.to(self.device)
+        self.memory = None if parts.memory is None else parts.memory.to(
+            self.device, torch.bfloat16 if self.bf16 else torch.float32)
         self.fusion_weight = parts.fusion_weight
         self.description_weight = parts.description_weight
         self.max_description_length = max_description_length
@@ -405,17 +406,18 @@ class Predictor:
         similarity."""
         described = self.similarities(descriptions, self.max_description_length,
                                       memory=False)[0].to(self.device)
-        parts = []
+        parts, order = [], []
         title_ids = self._tokenize(list(titles), self.max_input_length)
-        for start in range(0, len(titles), self.batch_size):
-            batch = list(range(start, min(start + self.batch_size, len(titles))))
+        by_length = sorted(range(len(titles)), key=lambda i: len(title_ids[i]))
+        for batch in self._batches(by_length, title_ids):
             embeddings = self._encode([title_ids[i] for i in batch])
             scored = self.title_scores(embeddings)
             scored = scored._replace(scores=scored.scores
                                      + self.description_weight * described[batch])
             parts.append(self._ranked(scored, embeddings, [title_ids[i] for i in batch], k,
                                       described[batch]))
-        return Ranked.concat(parts)
+            order += batch
+        return Ranked.concat(parts).take(np.argsort(order))
 
     def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
         """Consecutive runs of `order` (shortest input first) that fit one forward pass."""
