@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from occlass.errors import OcclassError
+
+log = logging.getLogger(__name__)
 
 ENCODER_DIR = "encoder"
 CACHE_FILE = "category_cache.pt"
@@ -130,3 +133,11 @@ class RunInfo:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info
 
+
+def save_or_keep(save: Callable[[], None], what: str) -> None:
+    """Save a derived file (a cache, a memory) by `save()`; when it cannot be written, warn and
+    go on with it in memory."""
+    try:
+        save()
+    except OSError as err:
+        log.warning("cannot save %s (%s); keeping it in memory", what, err)

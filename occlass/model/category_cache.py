@@ -20,7 +20,7 @@ from torch import nn
 from occlass.data.categories import Categories
 from occlass.errors import OcclassError
 from occlass.model.encoder import Encoder
-from occlass.runs import write_atomic
+from occlass.runs import save_or_keep, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,5 @@ def build_category_cache(encoder: Encoder, categories: Categories,
     embeddings = encoder.encode_ids(categories.token_ids, categories.pad_id, batch_size).cpu()
     cache = CategoryCache(embeddings, list(categories.codes), identity)
     if path is not None:
-        try:
-            cache.save(path)
-        except OSError as err:
-            log.warning("cannot save the category cache (%s); keeping it in memory", err)
+        save_or_keep(lambda: cache.save(path), "the category cache")
     return cache

@@ -30,7 +30,7 @@ from occlass.model.category_cache import CategoryCache, build_category_cache, we
 from occlass.model.confidence import ConfidenceModel
 from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory, build_memory
-from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RUN_FILE, RunInfo
+from occlass.runs import CACHE_FILE, ENCODER_DIR, MEMORY_FILE, RUN_FILE, RunInfo, save_or_keep
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,7 @@ def load_memory(path: Path | None, encoder: Encoder, tokenizer, n_codes: int, ma
     log.info("encoding the exemplar memory (%d titles)", len(exemplars))
     memory = build_memory(encoder, exemplars, n_codes, tokenizer.pad_token_id, identity)
     if path is not None:
-        try:
-            memory.save(path)
-        except OSError as err:
-            log.warning("cannot save the exemplar memory (%s); keeping it in memory", err)
+        save_or_keep(lambda: memory.save(path), "the exemplar memory")
     return memory
 
 
@@ -274,10 +271,7 @@ def load_corrections(parts: RunParts, path: str | Path, max_length: int | None =
         memory = build_memory(parts.encoder, Exemplars(titles, labels, ids), len(parts.taxonomy),
                               parts.tokenizer.pad_token_id, identity)
     if cache is not None:
-        try:
-            memory.save(cache)
-        except OSError as err:
-            log.warning("cannot save the encoded corrections (%s); keeping them in memory", err)
+        save_or_keep(lambda: memory.save(cache), "the encoded corrections")
     return memory
 
 
