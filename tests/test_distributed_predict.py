@@ -71,8 +71,9 @@ def test_jsonl_records_keep_their_own_keys_under_ddp(run_dir, tiny_onet, tmp_pat
     assert [{k: r[k] for k in json.loads(line)} for r, line in zip(out, lines)] == [
         json.loads(line) for line in lines]
     assert [set(r) - set(json.loads(line)) for r, line in zip(out, lines)] == [
-        {"pred_code_1", "pred_title_1", "pred_score_1", "confidence", "needs_review",
-         "pred_evidence_1", "status"}] * 4
+        {"pred_code_1", "pred_title_1", "pred_score_1", "soc_code_1", "soc_title_1",
+         "confidence", "coded_level", "coded_code", "coded_title", "coded_confidence",
+         "needs_review", "pred_evidence_1", "status"}] * 4
 
 
 @pytest.mark.parametrize("estimate", [0, 4, 11, 30])

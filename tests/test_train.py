@@ -176,7 +176,7 @@ def test_train_py_prints_each_message_once_and_no_warning(tiny_bert, tiny_onet, 
 
     command = [sys.executable, "train.py", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}",
                f"paths.data_dir={tiny_onet}", f"model.encoder.name={tiny_bert}",
-               "data.val_fraction=0.2", "data.test_fraction=0.2", "threads=1"]
+               "data.val_fraction=0.2", "data.test_fraction=0.2", "data.batch_size=8", "threads=1"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
