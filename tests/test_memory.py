@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from occlass.model.memory import ExemplarMemory, fuse
+from occlass.model.memory import BLOCK_SIMILARITIES, ExemplarMemory, fuse
 
 
 def memory() -> ExemplarMemory:
@@ -15,7 +16,7 @@ def test_fused_score_is_the_weighted_sum_of_category_and_best_exemplar_similarit
     m = memory()
     query = torch.tensor([[0.8, 0.6]])
     category = torch.tensor([[0.1, 0.5, 0.3]])
-    best = m.best(m.similarities(query))
+    best = m.best(query)
     # code 0: exemplars (1, 0) and (0.6, 0.8) → best 0.96; code 1: none; code 2: (0, 1) → 0.6
     assert torch.allclose(best[0, [0, 2]], torch.tensor([0.96, 0.6]))
     assert torch.isinf(best[0, 1])
@@ -27,8 +28,7 @@ def test_fused_score_is_the_weighted_sum_of_category_and_best_exemplar_similarit
 
 def test_evidence_is_the_best_exemplar_of_the_asked_code(tmp_path):
     m = memory()
-    sims = m.similarities(torch.tensor([[0.8, 0.6], [0.0, 1.0]]))
-    titles, values = m.evidence(sims, torch.tensor([0, 1]))
+    titles, values = m.evidence(torch.tensor([[0.8, 0.6], [0.0, 1.0]]), torch.tensor([0, 1]))
     assert titles == ["b", ""] and torch.isclose(values[0], torch.tensor(0.96))
     assert torch.isnan(values[1])
     m.save(tmp_path / "m.pt")
@@ -37,33 +37,45 @@ def test_evidence_is_the_best_exemplar_of_the_asked_code(tmp_path):
 
 
 
-def test_best_and_evidence_match_a_scan_over_every_exemplar():
-    """A random memory given out of code order, with codes that have no exemplars and, once the
-    similarities are rounded, many exact ties: the best similarity per code and the evidence
-    (the first of equals in the order given) are those of a scan over every exemplar."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block", [1, 7, 10_000])
+def test_best_and_evidence_match_a_scan_over_every_exemplar(dtype, block, monkeypatch):
+    """A random memory given out of code order, with codes that have no exemplars and many
+    exact ties (coordinates on a coarse grid, duplicated exemplars): the best similarity per
+    code and the evidence (the first of equals in the order given) are those of a scan over
+    every exemplar, whatever the block size of the lookup (one exemplar, a few codes, all)."""
+    monkeypatch.setitem(BLOCK_SIMILARITIES, dtype, block)
     gen = torch.Generator().manual_seed(0)
     n, n_codes = 60, 12
     labels = torch.randint(0, n_codes, (n,), generator=gen)
     labels[(labels == 3) | (labels == 7)] = 4  # codes 3 and 7 have no exemplars
-    embeddings = F.normalize(torch.randn(n, 8, generator=gen), dim=1)
+    labels[-1] = n_codes - 1  # the last code has one
+    embeddings = torch.randint(-2, 3, (n, 8), generator=gen) / 4
+    embeddings[10:20], labels[10:20] = embeddings[:10], labels[:10]  # duplicates: exact ties
     titles = [f"t{i}" for i in range(n)]
-    m = ExemplarMemory(embeddings, labels, titles, n_codes, identity={})
+    m = ExemplarMemory(embeddings, labels, titles, n_codes, identity={}).to("cpu", dtype)
     position = [m.titles.index(t) for t in titles]  # where each exemplar given went
     assert m.labels.tolist() == sorted(labels.tolist())
     assert torch.equal(m.labels[position], labels)
-    assert torch.equal(m.embeddings[position], embeddings)
-    queries = F.normalize(torch.randn(5, 8, generator=gen), dim=1)
-    exact = m.similarities(queries)
+    queries = torch.randint(-2, 3, (5, 8), generator=gen) / 4
+    best = m.best(queries)
+    assert best.shape == (len(queries), n_codes) and best.dtype == torch.float32
     ties = 0
-    for sims in (exact, (exact * 4).round() / 4):
-        best = m.best(sims)
-        for code in range(n_codes):
-            evidence, values = m.evidence(sims, torch.full((len(queries),), code))
-            for row in range(len(queries)):
-                scan = [(float(sims[row, position[j]]), titles[j]) for j in range(n)
-                        if labels[j] == code]
-                value, title = max(scan, key=lambda s: s[0], default=(-np.inf, ""))
-                ties += sum(v == value for v, _ in scan) > 1
-                assert float(best[row, code]) == value and evidence[row] == title
-                assert float(values[row]) == value if scan else torch.isnan(values[row])
-    assert ties > 10  # the rounded similarities did test ties
+    for code in range(n_codes):
+        evidence, values = m.evidence(queries, torch.full((len(queries),), code))
+        for row in range(len(queries)):
+            scan = [(float(queries[row] @ embeddings[j]), titles[j]) for j in range(n)
+                    if labels[j] == code]
+            value, title = max(scan, key=lambda s: s[0], default=(-np.inf, ""))
+            ties += sum(v == value for v, _ in scan) > 1
+            assert float(best[row, code]) == value and evidence[row] == title
+            assert float(values[row]) == value if scan else torch.isnan(values[row])
+    assert ties > 10  # ties were tested
+
+
+def test_evidence_asks_each_row_its_own_code():
+    m = memory()
+    queries = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]])
+    titles, values = m.evidence(queries, torch.tensor([2, 0, 0]))
+    assert titles == ["c", "b", "a"]
+    assert torch.allclose(values, torch.tensor([0.6, 0.8, 1.0]))

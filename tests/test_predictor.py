@@ -166,6 +166,26 @@ def test_identical_inputs_are_encoded_once(run_dir, tiny_onet):
     np.testing.assert_array_equal(again.scores[::-1], first.scores)
 
 
+def test_rows_with_a_description_encode_each_title_once(run_dir, tiny_onet):
+    """Rows sharing a title (and some a description) each score as they would alone, while
+    each distinct title and description is encoded once."""
+    predictor = Predictor(load_run(run_dir, tiny_onet), batch_size=2)
+    encoded = []
+    forward = predictor.encoder.forward
+    predictor.encoder.forward = lambda ids, mask: encoded.append(len(ids)) or forward(ids, mask)
+    titles = ["Staff Nurse", "Plumber", "staff nurse", "Staff Nurse", "Chef", "Staff Nurse"]
+    descriptions = ["Cares for patients.", "Fixes pipes.", "Runs a ward.", "Cares for patients.",
+                    "Cooks.", "Cooks."]
+    together = predictor.predict(titles, descriptions, top_k=3)
+    assert sum(encoded) == 3 + 4  # 3 distinct titles, 4 distinct descriptions
+    for row, (title, description) in enumerate(zip(titles, descriptions)):
+        alone = predictor.predict([title], [description], top_k=3)
+        np.testing.assert_array_equal(alone.codes[0], together.codes[row])
+        np.testing.assert_allclose(alone.scores[0], together.scores[row], rtol=1e-6)
+        assert alone.evidence[0] == together.evidence[row]
+    assert not np.array_equal(together.scores[0], together.scores[2])  # descriptions count
+
+
 def test_inputs_are_truncated_to_max_input_length(run_dir, tiny_onet):
     predictor = Predictor(load_run(run_dir, tiny_onet), max_input_length=8,
                                    max_description_length=8)

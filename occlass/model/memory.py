@@ -4,7 +4,8 @@ corrections) with their codes, and its fusion with category similarity.
 A code's score is `(1 - w) * category similarity + w * best exemplar similarity`; `w` = 0 is
 category similarity alone, `w` = 1 nearest-neighbour lookup. A code without exemplars keeps its
 category similarity. The exemplars are kept grouped by code, so a code's best exemplar is the
-maximum over one contiguous run of the similarities (a segment maximum, not a scatter).
+maximum over one contiguous run of the similarities (a segment maximum, not a scatter),
+computed block by block so that no (queries × every exemplar) matrix is ever held.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from occlass.errors import OcclassError
 from occlass.runs import write_atomic
 
 FUSION_GRID = tuple(i / 10 for i in range(11))  # the weights validation chooses among
+BLOCK_SIMILARITIES = {torch.float32: 2**17, torch.bfloat16: 2**20}  # query-exemplar similarities
+# per block of the lookup (512 KiB in fp32; bf16 blocks also pass through float32): measured fastest
+# on bench/predict_speed.py's titles at 256 queries a batch
 
 
 @dataclass
@@ -42,6 +46,7 @@ class ExemplarMemory:
         counts = torch.bincount(self.labels.cpu(), minlength=self.n_codes)
         self.counts = counts.to(self.labels.device)  # exemplars per code
         self.starts = self.counts.cumsum(0) - self.counts  # where each code's run begins
+        self._runs: dict[int, list] = {}  # blocks of whole codes, by block size (`_blocks`)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ExemplarMemory:
         """This memory on `device`, its embeddings in `dtype` (bf16 halves the lookup's work)."""
@@ -52,34 +57,64 @@ class ExemplarMemory:
         """(B, N) cosine similarity of each query to every exemplar, in the embeddings' dtype."""
         return queries.to(self.embeddings.dtype) @ self.embeddings.T
 
-    def best(self, similarities: torch.Tensor) -> torch.Tensor:
-        """(B, n_codes) best exemplar similarity per code; -inf where a code has none. On CPU a
-        segment maximum (numpy's reduceat), elsewhere a scatter."""
-        best = torch.full((similarities.shape[0], self.n_codes), float("-inf"),
-                          device=similarities.device, dtype=similarities.dtype)
-        if similarities.device.type != "cpu":
-            index = self.labels.expand(similarities.shape[0], -1)
-            return best.scatter_reduce(1, index, similarities, "amax")
-        filled = self.counts > 0
-        best[:, filled] = torch.from_numpy(np.maximum.reduceat(
-            similarities.detach().float().numpy(), self.starts[filled].numpy(),
-            axis=1)).to(best.dtype)
-        return best
+    def best(self, queries: torch.Tensor) -> torch.Tensor:
+        """(B, n_codes) float32 best exemplar similarity of each query per code; -inf where a
+        code has none. On CPU block by block, each block a run of whole codes small enough that
+        its (B, block) similarities stay in cache while each code's maximum is taken (a segment
+        maximum, numpy's reduceat); elsewhere one product and a scatter."""
+        queries = queries.detach().to(self.embeddings.dtype)
+        if queries.device.type != "cpu":
+            best = torch.full((len(queries), self.n_codes), float("-inf"),
+                              device=queries.device)
+            index = self.labels.expand(len(queries), -1)
+            return best.scatter_reduce(1, index, self.similarities(queries).float(), "amax")
+        best = np.full((len(queries), self.n_codes), -np.inf, dtype=np.float32)
+        size = max(1, BLOCK_SIMILARITIES.get(self.embeddings.dtype, 2**18) // max(len(queries), 1))
+        for codes, first, last, starts in self._blocks(size):
+            block = (queries @ self.embeddings[first:last].T).float().numpy()
+            best[:, codes] = np.maximum.reduceat(block, starts, axis=1)
+        return torch.from_numpy(best)
 
-    def evidence(self, similarities: torch.Tensor, codes: torch.Tensor) -> tuple[list[str],
-                                                                                  torch.Tensor]:
+    def _blocks(self, size: int) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
+        """Runs of consecutive codes with at most `size` exemplars in all (a code with more is a
+        run of its own): each run's codes that have exemplars, its first and past-last exemplar,
+        and where each of those codes begins within the run."""
+        if size not in self._runs:
+            counts, starts = self.counts.cpu().numpy(), self.starts.cpu().numpy()
+            runs, first = [], 0
+            while first < self.n_codes:
+                last = first + 1
+                while last < self.n_codes and starts[last] + counts[last] - starts[first] <= size:
+                    last += 1
+                codes = first + np.flatnonzero(counts[first:last])
+                if len(codes):
+                    runs.append((codes, int(starts[first]), int(starts[last - 1] + counts[last - 1]),
+                                 starts[codes] - starts[first]))
+                first = last
+            self._runs[size] = runs
+        return self._runs[size]
+
+    def evidence(self, queries: torch.Tensor, codes: torch.Tensor) -> tuple[list[str],
+                                                                             torch.Tensor]:
         """For each row, the exemplar of category `codes[row]` most similar to the row's query
         (the first of equals): its title ("" where the code has none) and similarity (NaN
-        there). Reads only the runs of the asked codes."""
-        start, count = self.starts[codes], self.counts[codes]
-        offset = torch.arange(max(int(count.max()), 1), device=similarities.device)
-        index = (start.unsqueeze(1) + offset).clamp(max=similarities.shape[1] - 1)
-        own = similarities.gather(1, index).masked_fill(offset >= count.unsqueeze(1),
-                                                        float("-inf"))
-        value, at = own.max(dim=1)
-        titles = [self.titles[i] if n else "" for i, n in zip((start + at).tolist(),
-                                                               count.tolist())]
-        return titles, torch.where(count > 0, value, torch.nan)
+        there). Computes only the asked codes' similarities."""
+        queries = queries.detach().to(self.embeddings.dtype)
+        codes = codes.cpu().numpy()
+        order = np.argsort(codes, kind="stable")  # rows of one code together
+        bounds = np.flatnonzero(np.diff(codes[order], prepend=-1, append=-1))
+        ordered = queries[torch.from_numpy(order).to(queries.device)]
+        found = np.full(len(codes), -1)  # each row's exemplar; -1: its code has none
+        values = np.full(len(codes), np.nan, dtype=np.float32)
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            code = codes[order[lo]]
+            start, count = int(self.starts[code]), int(self.counts[code])
+            if count:
+                value, at = (ordered[lo:hi] @ self.embeddings[start:start + count].T).max(1)
+                found[order[lo:hi]] = start + at.cpu().numpy()
+                values[order[lo:hi]] = value.float().cpu().numpy()
+        return ([self.titles[i] if i >= 0 else "" for i in found.tolist()],
+                torch.from_numpy(values).to(queries.device))
 
     def save(self, path: str | Path) -> None:
         state = {"embeddings": self.embeddings.cpu(), "labels": self.labels.cpu(),

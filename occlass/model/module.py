@@ -144,7 +144,7 @@ class OccupationClassifier(L.LightningModule):
         category = queries @ self.category_cache.embeddings.T.float()
         if self.memory is None:
             return category, None
-        return category, self.memory.best(self.memory.similarities(queries))
+        return category, self.memory.best(queries)
 
     def score(self, title: dict[str, torch.Tensor]) -> torch.Tensor:
         """The fused scores of each input against every category: (B, n_codes)."""

@@ -4,6 +4,7 @@ files: `occlass.predict.job` streams tables through it for `predict.py`."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
@@ -37,13 +38,11 @@ CHARS_PER_TOKEN = 16  # a text is cut to this many characters per token of its l
 
 class TitleScores(NamedTuple):
     """(B, n_codes) fused scores, category and best exemplar similarities (None without a
-    memory), (B, n_exemplars) exemplar similarities (for the evidence), and (B, n_codes) where a
-    correction decides the code (None without corrections)."""
+    memory), and where a correction decides the code (None without corrections)."""
 
     scores: torch.Tensor
     category: torch.Tensor
     exemplar: torch.Tensor | None
-    similarities: torch.Tensor | None
     corrected: torch.Tensor | None = None
 
 
@@ -115,6 +114,16 @@ def prediction_columns(top_k: int) -> list[str]:
                             np.array([])).to_frame().columns)
 
 
+def bf16_copy(encoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `encoder` (eval mode) for CPU bf16 autocast, with eager attention: in bf16 the
+    SDPA kernel is slower than eager on short inputs (bench/predict_speed.py: ~18% of the
+    encoder's time on titles); fp32 keeps the original."""
+    encoder = copy.deepcopy(encoder).eval()
+    if hasattr(encoder, "model"):
+        encoder.model.set_attn_implementation("eager")
+    return encoder
+
+
 def _is_marker(values: pd.Series) -> np.ndarray:
     """Where a value is a missing-value marker such as "NA" or "null" (not "" or a real null)."""
     blank = values.astype("string").str.strip().eq("")
@@ -163,7 +172,8 @@ class Predictor:
             raise OcclassError(f"unknown confidence {confidence!r}; choose one of {CONFIDENCES}")
         if min_level not in LEVELS:
             raise OcclassError(f"unknown min_level {min_level!r}; choose one of {LEVELS}")
-        self.encoder = parts.encoder.eval()
+        self.bf16 = str(precision) == "bf16"
+        self.encoder = bf16_copy(parts.encoder) if self.bf16 else parts.encoder.eval()
         self.device = next(self.encoder.parameters()).device
         self.tokenizer = parts.tokenizer
         self.embeddings = parts.cache.embeddings.to(self.device)
@@ -172,7 +182,6 @@ class Predictor:
         self.max_input_length = max_input_length or parts.max_input_length
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
-        self.bf16 = str(precision) == "bf16"
         self.memo_size = memo_size
         self.memory = None if parts.memory is None else parts.memory.to(
             self.device, torch.bfloat16 if self.bf16 else torch.float32)
@@ -286,9 +295,12 @@ class Predictor:
         return columns, review
 
     def _ids(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, list[list[int]]]:
-        """Each text's row among the distinct texts, and their token ids."""
+        """Each text's row among the distinct token sequences, and those sequences."""
         rows, unique = pd.factorize(pd.Series(texts, dtype=object))
-        return rows, self._tokenize(list(unique), max_length)
+        distinct: dict[tuple[int, ...], int] = {}
+        same = [distinct.setdefault(tuple(i), len(distinct))
+                for i in self._tokenize(list(unique), max_length)]
+        return np.asarray(same, dtype=np.int64)[rows], [list(i) for i in distinct]
 
     def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids, at most `max_length`; a text is cut to a bound of characters first, so a
@@ -304,16 +316,15 @@ class Predictor:
         """Category similarity fused with the best exemplar similarity (and raised above every
         cosine for a code whose correction the title nearly matches), with its parts."""
         category = scores = embeddings @ self.embeddings.T
-        similarities = exemplar = corrected = None
+        exemplar = corrected = None
         if self.memory is not None:
-            similarities = self.memory.similarities(embeddings)
-            exemplar = self.memory.best(similarities)
+            exemplar = self.memory.best(embeddings).to(self.device)
             scores = fuse(scores, exemplar, self.fusion_weight)
         if self.corrections is not None:
-            best = self.corrections.best(self.corrections.similarities(embeddings))
+            best = self.corrections.best(embeddings).to(self.device)
             corrected = best >= self.correction_threshold
             scores = torch.where(corrected, 1 + best, scores)
-        return TitleScores(scores, category, exemplar, similarities, corrected)
+        return TitleScores(scores, category, exemplar, corrected)
 
     def _ranked(self, scored: TitleScores, embeddings: torch.Tensor, ids: list[list[int]],
                 k: int, described: torch.Tensor | None = None) -> Ranked:
@@ -338,17 +349,15 @@ class Predictor:
             confidence = self.calibrator.confidence(scores).float().cpu().numpy()
         evidence = np.full(n, None, dtype=object)
         if self.evidence:
-            evidence[:] = self._evidence(scored.similarities, embeddings, index[:, 0])
+            evidence[:] = self._evidence(embeddings, index[:, 0])
         return Ranked(index.cpu().numpy(), top.float().cpu().numpy(), confidence, evidence,
                       level_group, level_confidence)
 
-    def _evidence(self, similarities: torch.Tensor, embeddings: torch.Tensor,
-                  codes: torch.Tensor) -> list[str]:
+    def _evidence(self, embeddings: torch.Tensor, codes: torch.Tensor) -> list[str]:
         """"Title (0.91)": the exemplar (a correction first) that most supports each code."""
-        titles, values = self.memory.evidence(similarities, codes)
+        titles, values = self.memory.evidence(embeddings, codes)
         if self.corrections is not None:
-            fixed, fixed_values = self.corrections.evidence(
-                self.corrections.similarities(embeddings), codes)
+            fixed, fixed_values = self.corrections.evidence(embeddings, codes)
             use = (fixed_values >= self.correction_threshold).tolist()
             titles = [f if u else t for t, f, u in zip(titles, fixed, use)]
             values = torch.where(torch.tensor(use, device=values.device), fixed_values, values)
@@ -389,7 +398,7 @@ class Predictor:
             embeddings = self._encode([ids[i] for i in batch]).float()
             category[batch] = (embeddings @ self.embeddings.T).cpu()
             if use_memory:
-                exemplar[batch] = self.memory.best(self.memory.similarities(embeddings)).cpu()
+                exemplar[batch] = self.memory.best(embeddings).cpu()
         rows = torch.as_tensor(rows)
         return category[rows], None if exemplar is None else exemplar[rows]
 
@@ -403,21 +412,27 @@ class Predictor:
     @torch.inference_mode()
     def _rank_described(self, titles: np.ndarray, descriptions: np.ndarray, k: int) -> Ranked:
         """Late fusion: the title's scores + description_weight × the description's category
-        similarity."""
+        similarity. Each distinct title (and description) is encoded and looked up once."""
         described = self.similarities(descriptions, self.max_description_length,
                                       memory=False)[0].to(self.device)
+        title_of, ids = self._ids(titles, self.max_input_length)  # each row's distinct title
         parts, order = [], []
-        title_ids = self._tokenize(list(titles), self.max_input_length)
-        by_length = sorted(range(len(titles)), key=lambda i: len(title_ids[i]))
-        for batch in self._batches(by_length, title_ids):
-            embeddings = self._encode([title_ids[i] for i in batch])
+        by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for batch in self._batches(by_length, ids):
+            embeddings = self._encode([ids[i] for i in batch])
             scored = self.title_scores(embeddings)
-            scored = scored._replace(scores=scored.scores
-                                     + self.description_weight * described[batch])
-            parts.append(self._ranked(scored, embeddings, [title_ids[i] for i in batch], k,
-                                      described[batch]))
-            order += batch
-        return Ranked.concat(parts).take(np.argsort(order))
+            position = np.full(len(ids), -1)
+            position[batch] = np.arange(len(batch))
+            rows = np.flatnonzero(position[title_of] >= 0)  # the rows of these titles
+            for some in np.array_split(rows, -(-len(rows) // self.batch_size)):
+                at = torch.from_numpy(position[title_of[some]]).to(self.device)
+                row_scores = TitleScores(*(None if t is None else t[at] for t in scored))
+                row_scores = row_scores._replace(
+                    scores=row_scores.scores + self.description_weight * described[some])
+                parts.append(self._ranked(row_scores, embeddings[at],
+                                          [ids[i] for i in title_of[some]], k, described[some]))
+                order.append(some)
+        return Ranked.concat(parts).take(np.argsort(np.concatenate(order)))
 
     def _batches(self, order: list[int], ids: list[list[int]]) -> Iterator[list[int]]:
         """Consecutive runs of `order` (shortest input first) that fit one forward pass."""
