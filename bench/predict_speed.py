@@ -130,7 +130,8 @@ def main() -> None:
     cases = inputs(args.data_dir, taxonomy, args.rows, args.description_rows)
 
     header = ["inputs", "rows (distinct)", "reference max tokens", "reference rows/s",
-              "ours fp32, memory off rows/s", "speed-up", "ours fp32 rows/s", "speed-up", "+ confidence + evidence rows/s",
+              "ours fp32, memory off rows/s", "speed-up", "ours fp32 rows/s", "speed-up",
+              "+ confidence + evidence rows/s",
               "share of without", "speed-up", "with the confidence model rows/s",
               "share of the calibrator's", "all, bf16 rows/s", "speed-up", "bf16 top-1 = fp32"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -185,7 +186,8 @@ def main() -> None:
         "fusion in fp32). "
         "Both score against the same category matrix (built once, not timed). Times are the best "
         "of two rounds, each running every variant in turn (the first also warms up kernels; "
-        "each pass uses a fresh Predictor that remembers nothing). Inputs from `{args.data_dir}`: distinct O*NET alternate titles "
+        "each pass uses a fresh Predictor that remembers nothing). "
+        f"Inputs from `{args.data_dir}`: distinct O*NET alternate titles "
         f"(distinct after `normalize_title`); the first {args.description_rows:,} of them with 3 "
         "task statements of their occupation as the description (a stand-in for job-ad text); "
         "the titles drawn again with Zipf-like frequency (weight 1/rank^1.1)")

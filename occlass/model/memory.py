@@ -69,7 +69,8 @@ class ExemplarMemory:
             index = self.labels.expand(len(queries), -1)
             return best.scatter_reduce(1, index, self.similarities(queries).float(), "amax")
         best = np.full((len(queries), self.n_codes), -np.inf, dtype=np.float32)
-        size = max(1, BLOCK_SIMILARITIES.get(self.embeddings.dtype, 2**18) // max(len(queries), 1))
+        per_block = BLOCK_SIMILARITIES.get(self.embeddings.dtype, 2**18)
+        size = max(1, per_block // max(len(queries), 1))
         for codes, first, last, starts in self._blocks(size):
             block = (queries @ self.embeddings[first:last].T).float().numpy()
             best[:, codes] = np.maximum.reduceat(block, starts, axis=1)
@@ -88,8 +89,8 @@ class ExemplarMemory:
                     last += 1
                 codes = first + np.flatnonzero(counts[first:last])
                 if len(codes):
-                    runs.append((codes, int(starts[first]), int(starts[last - 1] + counts[last - 1]),
-                                 starts[codes] - starts[first]))
+                    end = int(starts[last - 1] + counts[last - 1])
+                    runs.append((codes, int(starts[first]), end, starts[codes] - starts[first]))
                 first = last
             self._runs[size] = runs
         return self._runs[size]

@@ -318,10 +318,10 @@ class Predictor:
         category = scores = embeddings @ self.embeddings.T
         exemplar = corrected = None
         if self.memory is not None:
-            exemplar = self.memory.best(embeddings).to(self.device)
+            exemplar = self.memory.best(embeddings)
             scores = fuse(scores, exemplar, self.fusion_weight)
         if self.corrections is not None:
-            best = self.corrections.best(embeddings).to(self.device)
+            best = self.corrections.best(embeddings)
             corrected = best >= self.correction_threshold
             scores = torch.where(corrected, 1 + best, scores)
         return TitleScores(scores, category, exemplar, corrected)
