@@ -1,10 +1,11 @@
 import logging
 
+import pandas as pd
 import pytest
 from helpers.tiny import ONET_DATA, write_tiny_onet
 
 from occlass.data.datamodule import TitlePairDataModule
-from occlass.data.examples import assign_splits, group_examples, load_pairs
+from occlass.data.examples import assign_splits, group_examples, load_pairs, twin_keys
 from occlass.data.taxonomy import Taxonomy
 from occlass.data.text import normalize_title, surface_key
 from occlass.errors import DataError
@@ -103,6 +104,31 @@ def test_surface_key_joins_plurals_orders_and_stop_words():
     assert surface_key("Director of Nursing") == surface_key("Nursing Director")
     assert surface_key("Nurse") != surface_key("Nurse Aide")
     assert surface_key("the") == "the"  # nothing but stop words: kept as it is
+
+
+def test_twin_keys_join_spacing_abbreviation_and_parenthesised_twins():
+    def shared(a, b, codes_a=(0,), codes_b=(0,)):
+        return set(twin_keys(a, codes_a)) & set(twin_keys(b, codes_b))
+
+    assert shared("Co-Pilot", "Copilot") and shared("Bill Board Installer", "Billboard Installer")
+    assert shared("Driver's Helper", "Drivers Helper")
+    assert shared("Sr. Accountant", "Senior Accountant") and shared("S/W Engineer", "Software Eng")
+    assert shared("Registered Nurse (RN)", "Registered Nurse")
+    assert shared("Registered Nurse (RN)", "RN")
+    # a parenthesised part joins only titles of the same code
+    assert shared("Cook (Line)", "Line") and not shared("Cook (Line)", "Line", (0,), (1,))
+    assert not shared("Nurse", "Nurse Aide") and not shared("Accountant", "Senior Accountant")
+
+
+def test_twins_go_to_one_split(tiny_onet):
+    taxonomy = Taxonomy.load(tiny_onet)
+    pairs = pd.DataFrame({"title": ["Co-Pilot", "Copilot", "Sr. Welder", "Senior Welder", "Cook"],
+                          "description": "", "code": taxonomy.codes[0], "source": "mine",
+                          "reported_only": False, "entry": ""})
+    examples = group_examples(pairs, taxonomy)
+    group = dict(zip(examples["title"], examples["group"]))
+    assert group["Co-Pilot"] == group["Copilot"] and group["Sr. Welder"] == group["Senior Welder"]
+    assert len(set(group.values())) == 3
 
 
 def test_user_labelled_file(tiny_onet, tmp_path, caplog):

@@ -10,7 +10,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-_ABBREVIATIONS = {
+ABBREVIATIONS = {
     "senior": ("Sr", "Sr."),
     "junior": ("Jr", "Jr."),
     "manager": ("Mgr",),
@@ -55,7 +55,7 @@ _ABBREVIATIONS = {
 }
 # Longest first, so "Certified Nursing Assistant" wins over "Assistant"; a plural keeps its "s".
 _ABBREVIATION_RE = re.compile(
-    r"\b(" + "|".join(sorted(map(re.escape, _ABBREVIATIONS), key=len, reverse=True)) + r")(s?)\b",
+    r"\b(" + "|".join(sorted(map(re.escape, ABBREVIATIONS), key=len, reverse=True)) + r")(s?)\b",
     re.IGNORECASE,
 )
 _PREFIXES = ("Senior", "Sr.", "Junior", "Lead", "Principal", "Chief", "Head", "Trainee", "Intern",
@@ -97,7 +97,7 @@ def invert(title: str, rng: random.Random) -> str:
 def abbreviate(title: str, rng: random.Random) -> str:
     """Abbreviate known words and phrases: "Senior Software Engineers" → "Sr. SW Engrs"."""
     return _ABBREVIATION_RE.sub(
-        lambda m: rng.choice(_ABBREVIATIONS[m[1].lower()]) + ("s" if m[2] else ""), title)
+        lambda m: rng.choice(ABBREVIATIONS[m[1].lower()]) + ("s" if m[2] else ""), title)
 
 
 def seniority(title: str, rng: random.Random) -> str:

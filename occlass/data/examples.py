@@ -2,23 +2,27 @@
 their leak-free splits (no Lightning: prediction loads them too).
 
 Every surface form of one entry goes to one split: an alternate title and its short title (one
-row of `Alternate Titles.txt`), and titles equal after `surface_key` (plural, word order, stop
-words), form one group, and a group is split as a whole."""
+row of `Alternate Titles.txt`), and twin titles (`twin_keys`: equal after `surface_key` — plural,
+word order, stop words —, or but for spaces, hyphens and apostrophes, or but for a known
+abbreviation, or a parenthesised part of a title of the same code) form one group, and a group
+is split as a whole."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from occlass.data.augment import ABBREVIATIONS
 from occlass.data.tabular_io import read_chunks
 from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, check_codes, read_onet_table
-from occlass.data.text import input_text, normalize_title, surface_key
+from occlass.data.text import STOP_WORDS, input_text, normalize_title, singular, surface_key
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +123,33 @@ def group_examples(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     return grouped[["key", "title", "text", "codes", "sources", "reported_only", "group"]]
 
 
+# Each full form and abbreviation the training noise knows → one short form ("senior", "sr" → "sr").
+_SHORT_FORMS = {normalize_title(form): normalize_title(short[0])
+                for full, short in ABBREVIATIONS.items() for form in (full, *short)}
+_SHORT_FORM_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SHORT_FORMS), key=len,
+                                                       reverse=True)) + r")\b")
+_PARENTHESISED = re.compile(r"\(([^()]*)\)")
+
+
+def twin_keys(title: str, codes: Sequence[int]) -> list[str]:
+    """The keys that make titles twins (one group, one split): the `surface_key`; the title
+    squashed (no spaces, hyphens or apostrophes: "Co-Pilot", "Copilot"); the surface key with the
+    abbreviations the training noise knows written one way ("Sr. Acct", "Senior Accountant");
+    and, per code, the title without its parenthesised part and that part alone ("Registered
+    Nurse (RN)" is a twin of "Registered Nurse" and of "RN" when they share a code)."""
+    words = [singular(w) for w in normalize_title(re.sub(r"['’]", "", title)).split()]
+    squashed = "".join(w for w in words if w not in STOP_WORDS) or "".join(words)
+    short = surface_key(_SHORT_FORM_RE.sub(lambda m: _SHORT_FORMS[m[1]], " ".join(words)))
+    parts = {_PARENTHESISED.sub(" ", title), *_PARENTHESISED.findall(title)}
+    parts = {surface_key(p) for p in parts if normalize_title(p)}
+    return [f"surface:{surface_key(title)}", f"squashed:{squashed}", f"short:{short}",
+            *(f"part:{code}:{p}" for code in codes for p in sorted(parts))]
+
+
 def surface_groups(examples: pd.DataFrame) -> list[str]:
-    """Each example's group: connected through a shared `surface_key` or a shared entry (an
-    alternate title and its short title), named by the group's smallest surface key."""
+    """Each example's group: connected through a shared twin key (`twin_keys` of its title) or
+    a shared entry (an alternate title and its short title), named by the group's smallest
+    surface key."""
     parent = list(range(len(examples)))
 
     def root(i: int) -> int:
@@ -130,14 +158,14 @@ def surface_groups(examples: pd.DataFrame) -> list[str]:
             i = parent[i]
         return i
 
-    surface = [surface_key(t) for t in examples["key"]]
     first: dict[str, int] = {}
-    for i, links in enumerate(zip(surface, examples["entries"])):
-        for link in (links[0], *links[1]):
+    for i, (title, codes, entries) in enumerate(zip(examples["title"], examples["codes"],
+                                                    examples["entries"])):
+        for link in (*twin_keys(title, codes), *entries):
             j = first.setdefault(link, i)
             parent[root(i)] = root(j)
     name: dict[int, str] = {}
-    for i, key in enumerate(surface):
+    for i, key in enumerate(surface_key(t) for t in examples["key"]):
         r = root(i)
         name[r] = min(name.get(r, key), key)
     return [name[root(i)] for i in range(len(examples))]
