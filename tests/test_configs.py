@@ -83,3 +83,10 @@ def test_gpu_large_is_mpnet_with_the_default_recipe_on_one_gpu(tiny_bert, tiny_o
     info = runs.RunInfo.load(out)
     assert info.config["data"]["max_category_length"] == 96
     assert info.fusion_weight in FUSION_GRID and info.calibration is not None
+
+
+def test_cpu_long_is_the_default_recipe_for_four_epochs():
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        long = compose("train", overrides=["experiment=cpu-long"])
+        default = compose("train", overrides=["trainer.max_epochs=4"])
+    assert long.trainer.max_epochs == 4 and long == default

@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning_utilities.core.imports import RequirementCache
 
 from occlass import runs
 from occlass.errors import OcclassError
@@ -85,6 +86,38 @@ def test_progress_reaches_a_log_file(train_cfg, capfd):
     progress = capfd.readouterr().out
     assert "Epoch 0: 100%" in progress and "Testing" in progress
 
+
+
+def test_mlflow_logger_records_config_epochs_and_report(train_cfg):
+    """logger=mlflow: an offline store in the run folder holding the composed config as params,
+    each epoch's validation metrics and the run's report (fast_dev_run would mute the loggers:
+    two one-batch epochs instead)."""
+    mlflow = pytest.importorskip("mlflow")
+    cfg = train_cfg("logger=mlflow", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
+                    "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "optim.lr=3e-5")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("occlass").experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert (params["optim/lr"], params["trainer/max_epochs"]) == ("3e-05", "2")
+    assert params["paths/output_dir"] == str(out)
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
+    assert len(history) == 1 + 2  # the untouched model (eval_before), then each epoch
+    assert "test/accuracy" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {runs.REPORT_FILE, runs.METRICS_FILE} <= artifacts
+    report = Path(client.download_artifacts(run.info.run_id, runs.REPORT_FILE, str(out / "dl")))
+    assert report.read_text() == (out / runs.REPORT_FILE).read_text()
+    assert (out / "mlartifacts" / run.info.run_id / "artifacts" / runs.METRICS_FILE).is_file()
+
+
+def test_mlflow_logger_without_mlflow_is_one_line(train_cfg, monkeypatch):
+    monkeypatch.setattr("lightning.pytorch.loggers.mlflow._MLFLOW_AVAILABLE",
+                        RequirementCache("mlflow>=1.0.0", "no_such_module"))  # as uninstalled
+    with pytest.raises(OcclassError, match=r"logger: .*pip install 'occlass\[mlflow\]'"):
+        train(train_cfg("logger=mlflow", "trainer.fast_dev_run=true"))
 
 def evaluated_module(cfg):
     """A module and datamodule after one test pass (so the module has a trainer and a cache)."""

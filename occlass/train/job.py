@@ -13,8 +13,10 @@ import lightning as L
 import numpy as np
 import torch
 import transformers
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -42,6 +44,11 @@ class DropTips(logging.Filter):
         return not record.getMessage().startswith("💡 Tip")
 
 
+def new_experiment_notice(record: logging.LogRecord) -> bool:
+    """False for MLFlowLogger's warning that a new store has no experiment yet (it makes one)."""
+    return "not found. Creating it" not in record.getMessage()
+
+
 def quiet_lightning() -> None:
     """One line per message, no advertisements, no warnings a user cannot act on.
 
@@ -56,6 +63,9 @@ def quiet_lightning() -> None:
                 logger.removeHandler(handler)
             logger.propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropTips())
+    # logger=mlflow: each run folder's new store announces its tables and its new experiment
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(new_experiment_notice)
     # Lightning 2.6 calls torch's deprecated `LeafSpec` API (fixed upstream, not ours to fix).
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)")
     # transformers' bars for loading and saving weights (instant here) would interleave with ours
@@ -90,11 +100,14 @@ def train(cfg: DictConfig) -> float:
     if optimized.removeprefix("val/") not in model.metrics["val"].names:
         raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
                            "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
-    loggers = list(instantiate(cfg.get("logger") or {}).values())
+    loggers = instantiate_loggers(cfg)
     callbacks = [c for c in instantiate(cfg.get("callbacks") or {}).values()
                  if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     callbacks += log_file_progress_bar(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, default_root_dir=out, logger=loggers)
+    mlflow = [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
+    for logger in mlflow:  # (fast_dev_run replaces the loggers: nothing is logged)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     log.info("model %s: %.1fM parameters (%.1fM trainable)", model.encoder.name,
              sum(p.numel() for p in model.parameters()) / 1e6,
              sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
@@ -123,7 +136,21 @@ def train(cfg: DictConfig) -> float:
              else None)
     if trainer.is_global_zero:
         export(out, model, datamodule, cfg, before, after, best, untrained)
+        for logger in mlflow:
+            for name in (runs.REPORT_FILE, runs.METRICS_FILE):
+                logger.experiment.log_artifact(logger.run_id, str(out / name))
     return best
+
+
+def instantiate_loggers(cfg: DictConfig) -> list:
+    """The configured loggers; one line if one needs a package that is not installed."""
+    try:
+        return list(instantiate(cfg.get("logger") or {}).values())
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ModuleNotFoundError):
+            raise OcclassError(f"logger: {err.__cause__} (for logger=mlflow: pip install "
+                               "'occlass[mlflow]')") from None
+        raise
 
 
 def check_checkpoint(path: str | Path) -> None:

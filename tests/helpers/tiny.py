@@ -134,7 +134,8 @@ def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
 
 
 def compose_tiny_train(data_dir: Path, model_dir: Path, output_dir: Path, *overrides: str):
-    """conf/train.yaml for the tiny model and data, writing its run to `output_dir`."""
+    """conf/train.yaml for the tiny model and data, writing its run to `output_dir` (no logger
+    unless an override names one)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -143,4 +144,5 @@ def compose_tiny_train(data_dir: Path, model_dir: Path, output_dir: Path, *overr
             f"model.encoder.name={model_dir}", "trainer.precision=32-true",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
             "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
-            "data.test_fraction=0.2", "~logger", "callbacks=none", *overrides])
+            "data.test_fraction=0.2", "callbacks=none", *overrides,
+            *([] if any(o.startswith("logger=") for o in overrides) else ["~logger"])])
