@@ -348,8 +348,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         if not disk_full(err):
             raise err
         log.warning("%s %s: the disk is full (%s)", request.method, request.url.path, err)
-        return _error(507, "the server's disk is full: this request saved nothing (earlier "
-                           "decisions and exports are kept); free some space and try again")
+        return _error(507, "the server's disk is full (the decisions acknowledged and the last "
+                           "export are kept): free some space and try again")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception):
