@@ -544,13 +544,13 @@ def test_a_slow_search_or_a_big_upload_does_not_hold_up_other_requests(make_clie
     client = make_client("max_batch=64")
     occupations = client.app.state.occupations
     search = occupations.search
-    occupations.search = lambda *args: time.sleep(1.5) or search(*args)
+    occupations.search = lambda *args: time.sleep(4) or search(*args)
     with ThreadPoolExecutor(1) as pool:
         searching = pool.submit(client.get, "/v1/occupations", params={"q": "wire"})
         time.sleep(0.3)
         start = time.monotonic()
         assert client.get("/health").status_code == 200
-        assert time.monotonic() - start < 0.8  # not behind the search
+        assert time.monotonic() - start < 2.5  # not behind the search
         assert searching.result().json()["occupations"]
 
     predictor = client.app.state.batcher.predictor
