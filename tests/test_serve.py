@@ -4,13 +4,20 @@ review → export → corrections= → data.extra_files loop."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
 import httpx
 import pandas as pd
 import pytest
@@ -19,6 +26,7 @@ from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 from hydra import compose, initialize_config_dir
 
+from occlass.data.tabular_io import AtomicTableWriter
 from occlass.errors import OcclassError
 from occlass.model.memory import ExemplarMemory
 from occlass.predict.job import predict_file
@@ -26,9 +34,12 @@ from occlass.predict.loader import load_configured, predictor_options
 from occlass.predict.predictor import Predictor
 from occlass.runs import MEMORY_FILE
 from occlass.serve.app import create_app
+from occlass.serve.store import ReviewStore
 from occlass.train.job import train
 
 TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
+LOCAL = "http://127.0.0.1"
+UPLOAD = {"X-Requested-With": "test"}  # what the page sends: no cross-site form can
 
 
 def serve_cfg(run_dir, tiny_onet, tmp_path, *overrides):
@@ -49,7 +60,7 @@ def make_client(run_dir, tiny_onet, tmp_path, parts):
 
     def make(*overrides, headers=None):
         cfg = serve_cfg(run_dir, tiny_onet, tmp_path, *overrides)
-        client = TestClient(create_app(cfg, parts), headers=headers)
+        client = TestClient(create_app(cfg, parts), headers=headers, base_url=LOCAL)
         clients.append(client.__enter__())
         return client
 
@@ -61,6 +72,12 @@ def make_client(run_dir, tiny_onet, tmp_path, parts):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+def uploaded(tmp_path) -> list[str]:
+    """The files in the uploads folder, besides the review database."""
+    return sorted(p.name for p in (tmp_path / "uploads").iterdir()
+                  if not p.name.startswith("review.sqlite"))
 
 
 def present(row: dict) -> dict:
@@ -102,7 +119,7 @@ def test_predict_equals_predict_py_output(client, parts, run_dir, tiny_onet, tmp
     ({"rows": [{"title": "x"}] * 1_001}, 422, "rows"),
 ])
 def test_bad_predict_requests_get_a_4xx_that_says_what_to_fix(client, body, status, says):
-    response = client.post("/v1/predict", json=body)
+    response = client.post("/v1/predict", json=body, headers=UPLOAD)  # body None: no JSON
     assert response.status_code == status
     assert says in response.json()["error"]
 
@@ -207,7 +224,8 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     # the tiny model is sure of the Wireman rows (confidence 1): review every row, so that the
     # decision on row 0 can decide the near-equal row 1
     client = make_client("learn_threshold=0.9999", "confidence=platt", "review_below=1.01")
-    opened = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes())
+    opened = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes(),
+                         headers=UPLOAD)
     assert opened.status_code == 200, opened.text
     file = opened.json()["id"]
     rows = client.get(f"/v1/files/{file}/rows").json()["rows"]
@@ -277,13 +295,15 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
 
 
 def test_bad_uploads_get_a_clear_error(client, tmp_path):
-    assert "give a" in client.post("/v1/files", params={"name": "x.xlsx"},
-                                   content=b"x").json()["error"]
-    empty = client.post("/v1/files", params={"name": "x.csv"}, content=b"")
+    assert "give a" in client.post("/v1/files", params={"name": "x.xlsx"}, content=b"x",
+                                   headers=UPLOAD).json()["error"]
+    empty = client.post("/v1/files", params={"name": "x.csv"}, content=b"", headers=UPLOAD)
     assert empty.status_code == 400 and empty.json()["error"].startswith("x.csv")
-    headless = client.post("/v1/files", params={"name": "../../y.csv"}, content=b"name\nx\n")
+    headless = client.post("/v1/files", params={"name": "../../y.csv"}, content=b"name\nx\n",
+                           headers=UPLOAD)
     assert headless.status_code == 400 and "title" in headless.json()["error"]
     assert not (tmp_path / "y.csv").exists()
+    assert uploaded(tmp_path) == []  # a refused upload leaves nothing behind
 
 
 def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path):
@@ -295,7 +315,7 @@ def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path
     http = httpx.Client(timeout=None)
     with serving(tmp_path, *options) as (server, url):
         file = http.post(f"{url}/v1/files", params={"name": "batch.csv"},
-                         content=raw.read_bytes()).json()["id"]
+                         content=raw.read_bytes(), headers=UPLOAD).json()["id"]
         for row, code in ((0, "47-2111.00"), (2, "47-2152.00"), (5, "47-2031.00")):
             saved = http.put(f"{url}/v1/files/{file}/rows/{row}/decision",
                              json={"code": code, "reviewer": "ann"})
@@ -308,3 +328,271 @@ def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path
     assert after == before
     decided = {r["row"]: r["decision"]["code"] for r in after if r["decision"]}
     assert {0: "47-2111.00", 2: "47-2152.00", 5: "47-2031.00"}.items() <= decided.items()
+
+
+# --- the desk as a network service: rows joined by identity, bounded ids, concurrency, faults,
+# who may call it, and what one client may take
+
+
+def coded_file(parts, run_dir, tiny_onet, tmp_path, titles, path) -> Path:
+    """predict.py's output for `titles` at `path`, every row to review."""
+    cfg = serve_cfg(run_dir, tiny_onet, tmp_path, "confidence=platt", "review_below=1.01")
+    source = write_table(pd.DataFrame({"title": titles}), tmp_path / "source.csv")
+    predict_file(Predictor(parts, **predictor_options(cfg)), source, path, top_k=3,
+                 progress=False)
+    return path
+
+
+def test_a_coded_file_replaced_under_review_is_not_exported_with_its_decisions(
+        make_client, parts, run_dir, tiny_onet, tmp_path):
+    """Decisions belong to the rows reviewed: a coded file replaced by another (predict.py run
+    again on other input) is refused at export, also where the database predates checksums,
+    and opened anew at start; the same file is not opened twice."""
+    coded = coded_file(parts, run_dir, tiny_onet, tmp_path, list(review_file()["title"]),
+                       tmp_path / "coded.csv")
+    reviewed = coded.read_bytes()
+    client = make_client(f"input={coded}")
+    (file,) = [f["id"] for f in client.get("/v1/files").json()["files"]]
+    assert client.put(f"/v1/files/{file}/rows/0/decision",
+                      json={"code": "47-2111.00"}).status_code == 200
+    coded_file(parts, run_dir, tiny_onet, tmp_path, ["Farrowing Manager", "Broker", "Nurse",
+                                                     "Cook", "Baker", "Joiner"], coded)
+    refused = client.get(f"/v1/files/{file}/export")
+    assert refused.status_code == 409 and "changed" in refused.json()["error"]
+    assert str(tmp_path) not in refused.json()["error"]
+    with sqlite3.connect(f"{coded}.review.sqlite") as db:  # a database of an older version
+        db.execute("UPDATE files SET coded_sha256 = NULL")
+    assert client.get(f"/v1/files/{file}/export").status_code == 409  # the titles differ
+
+    again = make_client(f"input={coded}")  # a restart with the other file
+    files = again.get("/v1/files").json()["files"]
+    assert [f["name"] for f in files] == ["coded.csv", "coded.csv"]
+    assert again.get(f"/v1/files/{files[1]['id']}/rows").json()["rows"][0]["title"] == \
+        "Farrowing Manager"
+    assert len(make_client(f"input={coded}").get("/v1/files").json()["files"]) == 2
+
+    coded.write_bytes(reviewed)  # the reviewed file back: its decisions export
+    export = pd.read_csv(io.BytesIO(client.get(f"/v1/files/{file}/export").content))
+    assert export.loc[0, ["title", "final_code"]].tolist() == ["Sr Wireman II", "47-2111.00"]
+
+
+def test_ids_out_of_range_or_unknown_are_a_4xx(client, tmp_path):
+    raw = write_table(review_file(), tmp_path / "batch.csv")
+    file = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes(),
+                       headers=UPLOAD).json()["id"]
+    huge = 10**23
+    for method, path, body in [
+            ("GET", f"/v1/files/{huge}/rows", None), ("GET", f"/v1/files/{huge}/export", None),
+            ("GET", f"/v1/files/-{huge}/corrections", None),
+            ("PUT", f"/v1/files/{file}/rows/{10**20}/decision", {"code": "47-2031.00"}),
+            ("PUT", f"/v1/files/{huge}/rows/0/decision", {"code": "47-2031.00"}),
+            ("DELETE", f"/v1/files/{file}/rows/{10**20}/decision", None)]:
+        response = client.request(method, path, json=body)
+        assert response.status_code in (404, 422), (method, path, response.text)
+        assert response.json()["error"]
+    missing = client.delete(f"/v1/files/{file}/rows/99/decision")
+    assert missing.status_code == 404 and "no row 99" in missing.json()["error"]
+
+
+def test_concurrent_decisions_and_exports_all_succeed(make_client, tmp_path):
+    raw = write_table(pd.DataFrame({"title": [f"{TITLES[i % len(TITLES)]} {i}"
+                                              for i in range(48)]}), tmp_path / "many.csv")
+    client = make_client("confidence=platt", "review_below=1.01")
+    file = client.post("/v1/files", params={"name": "many.csv"}, content=raw.read_bytes(),
+                       headers=UPLOAD).json()["id"]
+    with ThreadPoolExecutor(8) as pool:  # 8 reviewers, 6 decisions each
+        decided = list(pool.map(lambda row: client.put(
+            f"/v1/files/{file}/rows/{row}/decision",
+            json={"code": "47-2031.00", "reviewer": f"r{row % 8}"}).status_code, range(48)))
+    assert decided == [200] * 48
+    corrections = client.get(f"/v1/files/{file}/corrections").text
+    assert corrections.count("47-2031.00") == 48
+    with ThreadPoolExecutor(6) as pool:
+        exports = list(pool.map(lambda _: client.get(f"/v1/files/{file}/export"), range(6)))
+    assert [e.status_code for e in exports] == [200] * 6
+    assert len({e.content for e in exports}) == 1
+    assert not [p for p in (tmp_path / "uploads").iterdir() if ".tmp-" in p.name]
+
+
+def test_a_full_disk_is_a_507_that_keeps_what_was_saved(client, tmp_path, monkeypatch):
+    raw = write_table(review_file(), tmp_path / "batch.csv")
+    file = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes(),
+                       headers=UPLOAD).json()["id"]
+    export = client.get(f"/v1/files/{file}/export").content
+    before = uploaded(tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    class FullFile:  # the upload's file: created, then the disk fills
+        def __init__(self, path):
+            Path(path).write_bytes(b"title\n")
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        async def write(self, block):
+            raise full
+
+    async def open_full(path, mode):
+        return FullFile(path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(anyio, "open_file", open_full)
+        response = client.post("/v1/files", params={"name": "more.csv"},
+                               content=raw.read_bytes(), headers=UPLOAD)
+    assert response.status_code == 507 and "disk is full" in response.json()["error"]
+    assert uploaded(tmp_path) == before  # no partial upload
+
+    def no_space(*args):
+        raise full
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AtomicTableWriter, "write", no_space)
+        assert client.get(f"/v1/files/{file}/export").status_code == 507
+    exported = next((tmp_path / "uploads").glob("*-batch.coded.reviewed.csv"))
+    assert exported.read_bytes() == export  # the earlier export is kept
+
+    def db_full(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReviewStore, "decide", db_full)
+        response = client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2031.00"})
+    assert response.status_code == 507 and "disk is full" in response.json()["error"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_at_start_is_one_line(run_dir, tiny_onet, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    raw = write_table(review_file(), folder / "batch.csv")
+    folder.chmod(0o500)
+    try:
+        for options in ([f"review_db={folder / 'review.sqlite'}"],  # the database's folder
+                        [f"input={raw}", f"review_db={tmp_path / 'r.sqlite'}"]):  # coded beside
+            result = subprocess.run(
+                [sys.executable, str(ROOT / "serve.py"), f"run={run_dir}",
+                 f"data_dir={tiny_onet}", "zero_shot_cache=null",
+                 f"uploads={tmp_path / 'uploads'}", *options],
+                cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.strip().count("\n") == 0 and str(folder) in result.stderr
+    finally:
+        folder.chmod(0o700)
+
+
+def test_only_the_desks_own_host_names_are_answered(make_client):
+    client = make_client()
+    for host in ("evil.example", "rebind.attacker.test:8000"):
+        assert client.get("/health", headers={"Host": host}).status_code == 400
+    for host in ("127.0.0.1:8000", "localhost", "[::1]:8000"):
+        assert client.get("/health", headers={"Host": host}).status_code == 200
+    proxied = make_client("allowed_hosts=[desk.example.org]")
+    assert proxied.get("/health", headers={"Host": "desk.example.org"}).status_code == 200
+    assert proxied.get("/health", headers={"Host": "other.example.org"}).status_code == 400
+
+
+def test_a_cross_site_form_cannot_change_anything_and_the_page_cannot_be_framed(client):
+    form = {"Content-Type": "text/plain"}  # what a form on any web page can send unasked
+    refused = client.post("/v1/files", params={"name": "x.csv"}, content=b"title\nx\n",
+                          headers=form)
+    assert refused.status_code == 403 and "X-Requested-With" in refused.json()["error"]
+    assert client.post("/v1/predict", content=b'{"title": "x"}', headers=form).status_code == 403
+    assert client.get("/v1/files").json()["files"] == []
+    same_origin = client.post("/v1/files", params={"name": "x.csv"}, content=b"title\nx\n",
+                              headers={**form, "Origin": LOCAL})
+    assert same_origin.status_code == 200, same_origin.text
+    other_origin = client.post("/v1/files", params={"name": "x.csv"}, content=b"title\nx\n",
+                               headers={**form, "Origin": "http://evil.example"})
+    assert other_origin.status_code == 403
+    assert client.post("/v1/predict", json={"title": "x"}).status_code == 200
+    page = client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_the_bearer_scheme_is_case_insensitive(make_client):
+    client = make_client("auth_token=s3cret")
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        assert client.get("/health",
+                          headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+    assert client.get("/health", headers={"Authorization": "Basic s3cret"}).status_code == 401
+
+
+def test_a_title_is_ranked_once_whatever_top_k_and_the_memo_is_capped_in_bytes(client, parts):
+    predictor = client.app.state.batcher.predictor
+    encoded = []
+    encode = predictor._encode
+    predictor._encode = lambda ids: encoded.append(len(ids)) or encode(ids)
+    rows = [{"title": f"{t} {i}"} for i, t in enumerate(TITLES)]
+    depths = range(2, len(predictor.codes) + 1)  # the tiny taxonomy's codes
+    answers = [client.post("/v1/predict", json={"rows": rows, "top_k": k}).json()["rows"]
+               for k in depths]
+    assert sum(encoded) == len(rows)  # the first request only
+    for k, answer in zip(depths, answers):
+        assert answer[0][f"pred_code_{k}"] and f"pred_code_{k + 1}" not in answer[0]
+        assert [r["pred_code_2"] for r in answer] == [r["pred_code_2"] for r in answers[0]]
+    small = Predictor(parts, memo_bytes=20_000)
+    titles = [r["title"] for r in rows] * 3
+    assert (small.predict(titles).codes == Predictor(parts).predict(titles).codes).all()
+    assert 0 < small._memo_held <= 20_000
+
+
+def test_a_slow_search_or_a_big_upload_does_not_hold_up_other_requests(make_client, tmp_path):
+    client = make_client("max_batch=64")
+    occupations = client.app.state.occupations
+    search = occupations.search
+    occupations.search = lambda *args: time.sleep(4) or search(*args)
+    with ThreadPoolExecutor(1) as pool:
+        searching = pool.submit(client.get, "/v1/occupations", params={"q": "wire"})
+        time.sleep(0.3)
+        start = time.monotonic()
+        assert client.get("/health").status_code == 200
+        assert time.monotonic() - start < 2.5  # not behind the search
+        assert searching.result().json()["occupations"]
+
+    predictor = client.app.state.batcher.predictor
+    calls = []
+    predict_frame = predictor.predict_frame
+
+    def slow(frame, *args):
+        calls.append(len(frame))
+        time.sleep(0.05)
+        return predict_frame(frame, *args)
+
+    predictor.predict_frame = slow
+    raw = write_table(pd.DataFrame({"title": [f"{TITLES[i % len(TITLES)]} {i}"
+                                              for i in range(640)]}), tmp_path / "big.csv")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(client.post, "/v1/files", params={"name": "big.csv"},
+                              content=raw.read_bytes(), headers=UPLOAD)
+        while not calls:  # the upload is being coded
+            time.sleep(0.01)
+        assert client.post("/v1/predict", json={"title": "Wireman"}).status_code == 200
+        assert opening.result().status_code == 200
+    assert max(calls) <= 64 and calls[-1] > 1  # the API's row came between the file's chunks
+
+
+def test_an_upload_is_bounded_in_rows(make_client, tmp_path):
+    client = make_client("max_upload_rows=5")
+    raw = write_table(review_file(), tmp_path / "batch.parquet")
+    response = client.post("/v1/files", params={"name": "batch.parquet"},
+                           content=raw.read_bytes(), headers=UPLOAD)
+    assert response.status_code == 413 and "6 rows" in response.json()["error"]
+    assert uploaded(tmp_path) == []
+
+
+def test_a_half_open_connection_is_closed_after_the_header_timeout(run_dir, tiny_onet, tmp_path):
+    from helpers.serving import serving
+
+    with serving(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
+                 f"uploads={tmp_path / 'uploads'}", "header_timeout_s=1") as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as half_open:
+            half_open.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+            start = time.monotonic()
+            assert half_open.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - start < 5
+        assert httpx.get(f"{url}/health").status_code == 200

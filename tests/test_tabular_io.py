@@ -436,17 +436,30 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = socket.gethostname()
-    stale = tmp_path / f".out.csv.tmp-{host}-{dead.pid}"
+    stale = [tmp_path / f".out.csv.tmp-{host}-{dead.pid}",
+             tmp_path / f".out.csv.tmp-{host}-{dead.pid}-0a1b2c3d"]
     kept = [tmp_path / f".out.csv.tmp-{host}-{os.getppid()}",  # a live process's
             tmp_path / f".out.csv.tmp-otherhost-{dead.pid}",  # another host's
             tmp_path / f".other.csv.tmp-{host}-{dead.pid}"]  # another output's
-    for path in (stale, *kept):
+    for path in (*stale, *kept):
         path.write_text("half a table")
 
     with AtomicTableWriter(tmp_path / "out.csv") as w:
         w.write(sample())
 
     assert sorted(os.listdir(tmp_path)) == sorted(["out.csv", *(p.name for p in kept)])
+
+
+def test_two_writers_of_one_process_write_the_same_path_at_once(tmp_path):
+    """Each writer has its own temporary file (the review desk exports from many threads)."""
+    path = tmp_path / "out.csv"
+    with AtomicTableWriter(path) as first, AtomicTableWriter(path) as second:
+        first.write(sample().head(1))
+        second.write(sample())
+    # the second one's file is replaced by the first one's, which closes last
+    assert path.read_text().splitlines() == ["title,code,zip",
+                                             "Software Developer,15-1252.00,01234"]
+    assert os.listdir(tmp_path) == ["out.csv"]
 
 
 def test_chunks_with_different_columns_are_rejected(tmp_path):

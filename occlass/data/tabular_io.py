@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import secrets
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -351,7 +352,8 @@ def _running(pid: int) -> bool:
 class AtomicTableWriter:
     """Write a table chunk by chunk; ``path`` appears only if the ``with`` block succeeds.
 
-    Chunks go to a temporary file ``.NAME.tmp-HOST-PID`` next to ``path`` that replaces it on
+    Chunks go to a temporary file ``.NAME.tmp-HOST-PID-RANDOM`` (one per writer, so threads
+    of a process may write the same path at once) next to ``path`` that replaces it on
     a clean exit and is deleted on any exception (KeyboardInterrupt, or SystemExit raised by a
     SIGTERM handler, too), leaving any earlier file at ``path`` untouched. Entering checks
     ``path`` (:func:`check_writable`) and deletes the temporary files that dead processes of
@@ -374,7 +376,7 @@ class AtomicTableWriter:
         self.columns = list(columns) if columns is not None else None
         self.encoding = "utf-8-sig" if bom and self.suffix == ".csv" else "utf-8"
         self._prefix = f".{self.path.name}.tmp-{socket.gethostname()}-"
-        self._tmp = self.path.with_name(f"{self._prefix}{os.getpid()}")
+        self._tmp = self.path.with_name(f"{self._prefix}{os.getpid()}-{secrets.token_hex(4)}")
         self._file = None
         self._parquet: pq.ParquetWriter | None = None
         self._header: pd.DataFrame | None = None  # the first chunk, if it had no rows
@@ -383,7 +385,7 @@ class AtomicTableWriter:
         check_writable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for name in os.listdir(self.path.parent):
-            pid = name[len(self._prefix):]
+            pid = name[len(self._prefix):].split("-")[0]
             if name.startswith(self._prefix) and pid.isdigit() and not _running(int(pid)):
                 (self.path.parent / name).unlink(missing_ok=True)
         if self.suffix != ".parquet":

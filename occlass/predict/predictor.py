@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,15 @@ class Ranked:
     @staticmethod
     def concat(parts: list[Ranked]) -> Ranked:
         return Ranked(*(np.concatenate([getattr(p, f) for p in parts]) for f in Ranked.FIELDS))
+
+    def top(self, k: int) -> Ranked:
+        """The first k of each ranking (the rest does not depend on k)."""
+        return dataclasses.replace(self, index=self.index[:, :k], scores=self.scores[:, :k])
+
+    def nbytes(self) -> int:
+        """Memory held, arrays and evidence texts included."""
+        return sys.getsizeof(self) + sum(sys.getsizeof(getattr(self, f)) for f in self.FIELDS) \
+            + sum(sys.getsizeof(e) for e in self.evidence if e is not None)
 
 
 @dataclass
@@ -160,7 +170,7 @@ class Predictor:
 
     def __init__(self, parts: RunParts, max_input_length: int | None = None,
                  batch_size: int = 256, batch_tokens: int = 2048, precision: str = "32",
-                 memo_size: int = 100_000, evidence: bool = True,
+                 memo_bytes: int = 256 * 2**20, memo_depth: int = 0, evidence: bool = True,
                  review_below: float | None = None,
                  max_description_length: int = MAX_DESCRIPTION_LENGTH,
                  correction_threshold: float = CORRECTION_THRESHOLD,
@@ -182,7 +192,8 @@ class Predictor:
         self.max_input_length = max_input_length or parts.max_input_length
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
-        self.memo_size = memo_size
+        self.memo_bytes = memo_bytes
+        self.memo_depth = memo_depth
         self.memory = None if parts.memory is None else parts.memory.to(
             self.device, torch.bfloat16 if self.bf16 else torch.float32)
         self.fusion_weight = parts.fusion_weight
@@ -208,13 +219,15 @@ class Predictor:
         self.corrections = (None if parts.corrections is None
                             else parts.corrections.to(self.device))
         self.correction_threshold = correction_threshold
-        self._memo: dict[int, dict[bytes, tuple[np.ndarray, np.ndarray]]] = {}
+        self._memo: dict[bytes, Ranked] = {}  # a title's tokens → its ranking, oldest first
+        self._memo_held = 0  # bytes
 
     def set_corrections(self, corrections: ExemplarMemory | None) -> None:
         """Reviewed titles (`occlass.predict.loader.load_corrections`) that decide the answer for
         the titles nearly equal to them, from now on (remembered answers are forgotten)."""
         self.corrections = None if corrections is None else corrections.to(self.device)
         self._memo.clear()
+        self._memo_held = 0
 
     def predict(self, titles: Sequence, descriptions: Sequence | None = None,
                 top_k: int = 5) -> Predictions:
@@ -370,19 +383,30 @@ class Predictor:
     @torch.inference_mode()
     def _rank(self, ids: list[list[int]], k: int) -> Ranked:
         """Top-k per tokenised title. Each distinct token sequence is encoded once, also across
-        calls (up to `memo_size` remembered inputs)."""
-        memo = self._memo.setdefault(k, {})
-        if len(memo) > self.memo_size:
-            memo.clear()
+        calls: its ranking is remembered whatever k asks (at least `memo_depth` deep, cut to k
+        on the way out), up to `memo_bytes` in all (the oldest are forgotten first)."""
+        memo = self._memo
         keys = [np.asarray(i, dtype=np.int32).tobytes() for i in ids]
-        new = sorted({key: i for i, key in enumerate(keys) if key not in memo}.values(),
+        new = sorted({key: i for i, key in enumerate(keys)
+                      if key not in memo or memo[key].index.shape[1] < k}.values(),
                      key=lambda i: len(ids[i]))  # by length, so batches need little padding
+        depth = min(max(k, self.memo_depth), len(self.codes))
+        fresh: dict[bytes, Ranked] = {}
         for batch in self._batches(new, ids):
             embeddings = self._encode([ids[i] for i in batch])
             ranked = self._ranked(self.title_scores(embeddings), embeddings,
-                                  [ids[i] for i in batch], k)
-            memo.update((keys[i], ranked.take([j])) for j, i in enumerate(batch))
-        return Ranked.concat([memo[key] for key in keys])
+                                  [ids[i] for i in batch], depth)
+            fresh.update((keys[i], ranked.take([j])) for j, i in enumerate(batch))
+        result = Ranked.concat([fresh[key] if key in fresh else memo[key] for key in keys]).top(k)
+        for key, ranked in fresh.items():
+            if key in memo:
+                self._memo_held -= len(key) + memo.pop(key).nbytes()
+            memo[key] = ranked
+            self._memo_held += len(key) + ranked.nbytes()
+        while self._memo_held > self.memo_bytes:
+            key = next(iter(memo))
+            self._memo_held -= len(key) + memo.pop(key).nbytes()
+        return result
 
     @torch.inference_mode()
     def similarities(self, texts: Sequence[str], max_length: int, memory: bool = True

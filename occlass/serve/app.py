@@ -4,18 +4,22 @@ review page (`/`) and its store of decisions. `serve(cfg)` is what `serve.py` ru
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
 import os
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import anyio
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,15 +27,16 @@ from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from occlass.data.examples import load_pairs
-from occlass.data.tabular_io import SUPPORTED, read_chunks
+from occlass.data.tabular_io import SUPPORTED, count_rows, read_chunks
 from occlass.errors import OcclassError
 from occlass.predict.job import predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
 from occlass.predict.predictor import Predictor
 from occlass.serve.batcher import MicroBatcher, run_on
-from occlass.serve.store import ReviewStore, is_coded, safe_name
+from occlass.serve.store import ChangedFile, ReviewStore, checksum, is_coded, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,12 @@ MAX_TITLE = 1_000
 MAX_DESCRIPTION = 20_000
 MAX_ROWS = 1_000
 MAX_TOP_K = 50
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
-                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+Id = Annotated[int, InPath(ge=0, le=2**63 - 1)]  # a file's or row's id: SQLite's INTEGER
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                           "frame-ancestors 'none'",
+                "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer"}
 
 
 class Row(BaseModel):
@@ -145,6 +154,54 @@ def auth_token(cfg: DictConfig) -> str | None:
     return token
 
 
+def presented_token(request: Request) -> str:
+    """The token a request presents: `Authorization: Bearer TOKEN` (the scheme in any case),
+    else the page's cookie, else `?token=`."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    return (bearer or request.cookies.get(TOKEN_COOKIE) or request.query_params.get("token")
+            or "")
+
+
+def allowed_hosts(cfg: DictConfig) -> list[str]:
+    """The `Host` header names answered (any other: 400, against DNS rebinding): loopback's,
+    `host`'s and `allowed_hosts`."""
+    host = str(cfg.host)
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    return [*LOOPBACK_NAMES, host, *cfg.allowed_hosts]
+
+
+def cross_site(request: Request) -> bool:
+    """Whether a POST could come from another site's page: a web page can send a "simple"
+    POST (a form's) anywhere without asking, but neither a JSON body nor an `X-Requested-With`
+    header without the server's consent (none is given), and browsers name the page's origin.
+    PUT and DELETE always ask first."""
+    if request.method != "POST":
+        return False
+    if request.headers.get("origin") == f"{request.url.scheme}://{request.headers.get('host')}":
+        return False
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return kind != "application/json" and "x-requested-with" not in request.headers
+
+
+def disk_full(err: Exception) -> bool:
+    return ((isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT))
+            or (isinstance(err, sqlite3.OperationalError) and "full" in str(err)))
+
+
+class TakingTurns:
+    """`predictor.predict_frame` run on the model thread one call (one chunk of a file) at a
+    time, so that a file coded from another thread takes turns with the API's batches."""
+
+    def __init__(self, predictor: Predictor, executor: Executor):
+        self.predictor, self.executor = predictor, executor
+
+    def predict_frame(self, *args):
+        return self.executor.submit(self.predictor.predict_frame, *args).result()
+
+
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
     run = "zero-shot" if cfg.run is None else "/".join(Path(cfg.run).resolve().parts[-2:])
     return {"run": run, "taxonomy": parts.taxonomy.version}
@@ -205,7 +262,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     `cfg` names."""
     parts = parts or load_configured(cfg)
     options = predictor_options(cfg)
-    predictor = Predictor(parts, **options)
+    predictor = Predictor(parts, **options, memo_bytes=int(cfg.memo_mb * 2**20),
+                          memo_depth=MAX_TOP_K)  # a title's ranking serves every top_k
     learner = Predictor(parts, **options, correction_threshold=cfg.learn_threshold)
     executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
     batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000)
@@ -218,25 +276,25 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                                                                     + ".review.sqlite")
                                           if cfg.input else uploads / "review.sqlite"))
 
-    async def open_file(path: Path, name: str) -> dict:
-        """Register a table for review, predicting it first unless it is predict.py's output."""
-        try:
-            header = next(read_chunks(path, 1, required=["title"]))
-            coded = path
-            if not is_coded(header.columns):
-                coded = path.with_name(f"{path.stem}.coded{path.suffix}")
-                await run_on(executor, lambda: predict_file(predictor, path, coded, cfg.top_k,
-                                                            progress=False))
-            file = await run_in_threadpool(store.add_file, name, coded, shown)
-        except OcclassError as err:
-            raise HTTPException(400, str(err).replace(str(path), name)) from None
-        return {"id": file, "name": name}
+    def open_file(path: Path, name: str) -> dict:
+        """Register a table for review, predicting it first unless it is predict.py's output
+        (on the model thread, `max_batch` rows at a time, taking turns with the API)."""
+        header = next(read_chunks(path, 1, required=["title"]))
+        coded = path
+        if not is_coded(header.columns):
+            coded = path.with_name(f"{path.stem}.coded{path.suffix}")
+            predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k,
+                         chunk_rows=cfg.max_batch, progress=False)
+        return {"id": store.add_file(name, coded, shown, checksum(path)), "name": name}
+
+    if cfg.input:  # opened unless a table of the same content is, with its coded file
+        source = Path(cfg.input)
+        if not source.is_file() or store.find(checksum(source)) is None:
+            open_file(source, source.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        if cfg.input and not any(f["name"] == Path(cfg.input).name for f in store.files()):
-            await open_file(Path(cfg.input), Path(cfg.input).name)
         yield
         await batcher.stop()
         executor.shutdown()
@@ -244,24 +302,29 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     app = FastAPI(title="occlass review desk", lifespan=lifespan,
                   description="Code job titles into O*NET-SOC occupations and review them.")
     app.state.batcher, app.state.store = batcher, store
+    app.state.occupations = occupations
     app.add_middleware(BodyLimit, limit=int(cfg.max_request_mb * 2**20),
                        upload_limit=int(cfg.max_upload_mb * 2**20))
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
         given = request.query_params.get("token")
-        if token is not None:
-            presented = (request.headers.get("authorization", "").removeprefix("Bearer ")
-                         or request.cookies.get(TOKEN_COOKIE) or given or "")
-            if not secrets.compare_digest(presented.encode(), token.encode()):
-                return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
-                                   "or open /?token=TOKEN", {"WWW-Authenticate": "Bearer"})
+        if token is not None and not secrets.compare_digest(presented_token(request).encode(),
+                                                            token.encode()):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                               "or open /?token=TOKEN", {"WWW-Authenticate": "Bearer"})
+        if cross_site(request):
+            return _error(403, "a POST needs 'Content-Type: application/json' or an "
+                               "'X-Requested-With' header (which a form on another site cannot "
+                               "send)")
         response = await call_next(request)
         if token is not None and given:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         if request.url.path == "/" or request.url.path.startswith("/static/"):
             response.headers.update(PAGE_HEADERS)
         return response
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(cfg))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
@@ -274,6 +337,19 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     @app.exception_handler(OcclassError)
     async def user_error(request: Request, err: OcclassError):
         return _error(400, str(err))
+
+    @app.exception_handler(ChangedFile)
+    async def changed(request: Request, err: ChangedFile):
+        return _error(409, str(err))
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.OperationalError)
+    async def full(request: Request, err: Exception):
+        if not disk_full(err):
+            raise err
+        log.warning("%s %s: the disk is full (%s)", request.method, request.url.path, err)
+        return _error(507, "the server's disk is full (the decisions acknowledged and the last "
+                           "export are kept): free some space and try again")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception):
@@ -293,7 +369,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.get("/v1/occupations")
     async def search(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=100)):
-        return {"occupations": occupations.search(q, limit)}
+        return {"occupations": await run_in_threadpool(occupations.search, q, limit)}
 
     @app.get("/v1/occupations/{code}")
     async def occupation(code: str):
@@ -315,10 +391,21 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             raise HTTPException(400, f"{name}: give a {', '.join(SUPPORTED)} file")
         uploads.mkdir(parents=True, exist_ok=True)
         path = uploads / f"{secrets.token_hex(4)}-{name}"
-        async with await anyio.open_file(path, "wb") as f:
-            async for block in request.stream():
-                await f.write(block)
-        return await open_file(path, name)
+        try:  # a refused or failed upload leaves nothing behind
+            async with await anyio.open_file(path, "wb") as f:
+                async for block in request.stream():
+                    await f.write(block)
+            rows = await run_in_threadpool(count_rows, path)
+            if rows is not None and rows > cfg.max_upload_rows:
+                raise HTTPException(413, f"{name}: {rows:,} rows, over max_upload_rows="
+                                         f"{cfg.max_upload_rows:,}; split it")
+            return await run_in_threadpool(open_file, path, name)
+        except OcclassError as err:
+            path.unlink(missing_ok=True)
+            raise HTTPException(400, str(err).replace(str(path), name)) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     def known_file(file: int) -> dict:
         found = store.file(file)
@@ -327,7 +414,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         return found
 
     @app.get("/v1/files/{file}/rows")
-    async def rows(file: int):
+    async def rows(file: Id):
         known_file(file)
         return {"rows": await run_in_threadpool(store.rows, file), **identity}
 
@@ -342,7 +429,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         return pending[decided].assign(code=result.codes[decided, 0])
 
     @app.put("/v1/files/{file}/rows/{row}/decision")
-    async def decide(file: int, row: int, decision: Decision):
+    async def decide(file: Id, row: Id, decision: Decision):
         """Save a reviewer's decision, then apply it to the near-equal undecided rows."""
         known_file(file)
         if store.row(file, row) is None:
@@ -362,14 +449,16 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                                                                    resolved["code"])]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
-    async def undo(file: int, row: int):
+    async def undo(file: Id, row: Id):
         known_file(file)
+        if store.row(file, row) is None:
+            raise HTTPException(404, f"file {file} has no row {row}")
         undone = await run_in_threadpool(store.undo, file, row)
         await run_in_threadpool(store.write_corrections, file)
         return {"undone": undone}
 
     @app.get("/v1/files/{file}/export")
-    async def export(file: int):
+    async def export(file: Id):
         """The coded file with final_code, final_title, decided_by and reviewer, in its
         format."""
         found = known_file(file)
@@ -378,7 +467,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         return FileResponse(path, filename=f"{stem}.reviewed{suffix}")
 
     @app.get("/v1/files/{file}/corrections")
-    async def corrections(file: int):
+    async def corrections(file: Id):
         """The reviewers' decisions as `title,code`: for corrections= and data.extra_files."""
         found = known_file(file)
         path = await run_in_threadpool(store.write_corrections, file)
@@ -392,6 +481,43 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     return app
 
 
+def header_timeout(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not
+    all come `seconds` after it opened or its last response (slow or half-open clients);
+    uvicorn times out only idle keep-alive connections."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeout(H11Protocol):
+        timer = None
+
+        def waiting(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.timer = self.loop.call_later(seconds, self.expire)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self.waiting() and self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            elif self.waiting() and self.timer is None:
+                self.timer = self.loop.call_later(seconds, self.expire)
+
+        def expire(self) -> None:
+            self.timer = None
+            if self.waiting() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_lost(self, exc):
+            if self.timer is not None:
+                self.timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeout
+
+
 def serve(cfg: DictConfig) -> None:
     """What `serve.py` runs: load the run, serve the app until Ctrl-C."""
     import torch
@@ -402,4 +528,6 @@ def serve(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
     app = create_app(cfg)
     log.info("review desk on http://%s:%s/ (API docs at /docs)", cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning",
+                http=header_timeout(cfg.header_timeout_s), timeout_keep_alive=cfg.keep_alive_s,
+                limit_concurrency=cfg.max_connections)

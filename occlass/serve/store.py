@@ -1,20 +1,24 @@
 """The review store: an embedded SQLite database of the files under review, their rows and every
 decision, saved as it is made (a closed tab, a reload or a killed server loses nothing).
 
-A decision is one row of `decisions`, keyed by (file, row): two reviewers on one file write
+A file is known by its content: the SHA-256 of the table opened and of its coded file. A
+decision is one row of `decisions`, keyed by (file, row): two reviewers on one file write
 different rows, and on the same row the last write wins and records who made it. Exports read
-the coded file again and merge the decisions: `final_code`, `final_title`, `decided_by`
-("model", "reviewer" or "correction": learnt from a reviewer's decision on a near-equal title)
-and `reviewer`.
+the coded file again, refused unless it is the one reviewed (same checksum, every row's title the
+stored one), and merge the decisions: `final_code`, `final_title`, `decided_by` ("model",
+"reviewer" or "correction": learnt from a reviewer's decision on a near-equal title) and
+`reviewer`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from occlass.data.tabular_io import AtomicTableWriter, read_chunks
+from occlass.errors import OcclassError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, coded TEXT NOT NULL, added TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, coded TEXT NOT NULL, added TEXT NOT NULL,
+    sha256 TEXT, coded_sha256 TEXT);
 CREATE TABLE IF NOT EXISTS rows (
     file INTEGER NOT NULL REFERENCES files(id), row INTEGER NOT NULL, title TEXT,
     description TEXT, review INTEGER NOT NULL, prediction TEXT NOT NULL,
@@ -36,6 +42,16 @@ CREATE TABLE IF NOT EXISTS decisions (
     FOREIGN KEY (file, row) REFERENCES rows(file, row));
 """
 CHUNK_ROWS = 10_000
+
+
+class ChangedFile(OcclassError):
+    """The coded file on disk is no longer the one under review."""
+
+
+def checksum(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_coded(columns) -> bool:
@@ -57,10 +73,20 @@ class ReviewStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        self._writing = threading.Lock()  # one corrections file write at a time
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                known = {r["name"] for r in db.execute("PRAGMA table_info(files)")}
+                for column in ("sha256", "coded_sha256"):  # a database of an older version
+                    if column not in known:
+                        db.execute(f"ALTER TABLE files ADD COLUMN {column} TEXT")
+        except (OSError, sqlite3.Error) as err:
+            raise OcclassError(f"review_db={self.path}: cannot be opened or created ({err}); "
+                               f"make {self.path.parent} writable or set review_db= to a file "
+                               "in a writable folder") from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -72,14 +98,16 @@ class ReviewStore:
         finally:
             db.close()
 
-    def add_file(self, name: str, coded: str | Path, prediction_column) -> int:
-        """Register predict.py's output `coded` under `name`; `prediction_column(name)` says
-        which of its columns the predictor wrote (shown on the page). Rows flagged
-        `needs_review` (all rows with a prediction, when the file has no such column) form the
-        review queue. Returns the file's id."""
+    def add_file(self, name: str, coded: str | Path, prediction_column, sha256: str) -> int:
+        """Register predict.py's output `coded` under `name`, opened from a table whose checksum
+        is `sha256`; `prediction_column(name)` says which of its columns the predictor wrote
+        (shown on the page). Rows flagged `needs_review` (all rows with a prediction, when the
+        file has no such column) form the review queue. Returns the file's id."""
         with self._connect() as db:
-            file = db.execute("INSERT INTO files (name, coded, added) VALUES (?, ?, ?)",
-                              (name, str(coded), _now())).lastrowid
+            file = db.execute(
+                "INSERT INTO files (name, coded, added, sha256, coded_sha256) "
+                "VALUES (?, ?, ?, ?, ?)", (name, str(coded), _now(), sha256,
+                                           checksum(coded))).lastrowid
             start = 0
             for chunk in read_chunks(coded, CHUNK_ROWS, required=["title", "status"],
                                      dtype_str=True):
@@ -97,6 +125,15 @@ class ReviewStore:
                          review, records.to_dict("records")))])
                 start += len(chunk)
         return file
+
+    def find(self, sha256: str) -> int | None:
+        """The latest file opened from a table with checksum `sha256` whose coded file is
+        still the one reviewed, if any."""
+        with self._connect() as db:
+            found = db.execute("SELECT id, coded, coded_sha256 FROM files WHERE sha256 = ? "
+                               "ORDER BY id DESC", (sha256,)).fetchall()
+        return next((f["id"] for f in found if Path(f["coded"]).is_file()
+                     and checksum(f["coded"]) == f["coded_sha256"]), None)
 
     def files(self) -> list[dict]:
         with self._connect() as db:
@@ -174,29 +211,43 @@ class ReviewStore:
                 "ORDER BY d.row", db, params=(file,))
 
     def write_corrections(self, file: int) -> Path:
-        """The corrections file (title,code CSV) beside the coded file, written atomically."""
+        """The corrections file (title,code CSV) beside the coded file, written atomically; one
+        write at a time, so the file last written holds every decision made before it."""
         path = _beside(self.file(file)["coded"], "corrections", ".csv")
-        with AtomicTableWriter(path) as writer:
+        with self._writing, AtomicTableWriter(path) as writer:
             writer.write(self.corrections(file))
         return path
 
     def export(self, file: int, titles: dict[str, str]) -> Path:
         """The coded file with the final columns merged (`titles`: code → occupation title),
         in its format, beside it. A row to review without a decision has empty final columns;
-        any other row with a prediction keeps the model's top-1."""
-        coded = Path(self.file(file)["coded"])
+        any other row with a prediction keeps the model's top-1. A coded file that is no
+        longer the one reviewed (`ChangedFile`) writes nothing."""
+        found = self.file(file)
+        coded = Path(found["coded"])
+        changed = ChangedFile(f"{found['name']}: its coded file was changed or removed since it "
+                              "was opened for review; the decisions are kept: put the reviewed "
+                              "file back, or open the new one for review")
+        if not coded.is_file() or (found["coded_sha256"] is not None
+                                   and checksum(coded) != found["coded_sha256"]):
+            raise changed
         with self._connect() as db:
             decided = pd.read_sql_query(
                 "SELECT row, code, decided_by, reviewer FROM decisions WHERE file = ?",
                 db, params=(file,), index_col="row")
-            review = pd.read_sql_query("SELECT row, review FROM rows WHERE file = ?", db,
-                                       params=(file,), index_col="row")["review"]
+            stored = pd.read_sql_query("SELECT row, title, review FROM rows WHERE file = ?", db,
+                                       params=(file,), index_col="row")
+        review = stored["review"]
         path = _beside(coded, "reviewed", coded.suffix)
         start = 0
         with AtomicTableWriter(path) as writer:
             for chunk in read_chunks(coded, CHUNK_ROWS):
                 rows = pd.RangeIndex(start, start + len(chunk))
                 start += len(chunk)
+                title = chunk["title"].astype(object)
+                title = title.where(title.isna(), title.astype(str)).fillna("")
+                if title.tolist() != stored["title"].reindex(rows).fillna("").tolist():
+                    raise changed  # not the same rows in the same order
                 model = (~review.reindex(rows).astype(bool).to_numpy()
                          & chunk["status"].eq("ok").to_numpy())
                 final = decided.reindex(rows).astype(object)

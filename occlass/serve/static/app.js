@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 const state = { file: null, rows: [], skipped: [], history: [], results: [] };
 
 async function api(method, path, body) {
-  const options = { method, headers: {} };
+  // the server refuses a request that changes something without this header (CSRF)
+  const options = { method, headers: { "X-Requested-With": "occlass" } };
   if (body !== undefined) {
     options.body = body instanceof Blob ? body : JSON.stringify(body);
     if (!(body instanceof Blob)) options.headers["Content-Type"] = "application/json";
