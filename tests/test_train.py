@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,14 @@ def test_evaluation_memory_holds_training_titles_only_and_the_exported_one_every
     assert info.fusion_weight in FUSION_GRID
 
 
-def test_holdout_none_trains_on_every_title_and_says_there_is_no_test_split(train_cfg):
+def test_holdout_none_trains_on_every_title_and_says_there_is_no_test_split(train_cfg, caplog):
     cfg = train_cfg("trainer.fast_dev_run=true", "data.holdout=none")
-    train(cfg)
+    with caplog.at_level(logging.WARNING, logger="occlass"):
+        train(cfg)
+    # what it lacks for want of validation, and what prediction does instead
+    assert "no validation split (data.holdout=none)" in caplog.text
+    assert "prediction weighs descriptions 0.5" in caplog.text
+    assert "the fusion weight is the configured one, 0.5" in caplog.text
     out = Path(cfg.paths.output_dir)
     assert "No test split" in (out / runs.REPORT_FILE).read_text()
     assert json.loads((out / runs.METRICS_FILE).read_text())["after"] is None

@@ -17,7 +17,7 @@ from occlass.data.taxonomy import SOC_LEVELS, level_ids
 from occlass.model.category_cache import CategoryCache, cache_identity, weights_fingerprint
 from occlass.model.encoder import Encoder
 from occlass.model.losses import ContrastiveLoss
-from occlass.model.memory import FUSION_GRID, ExemplarMemory, fuse
+from occlass.model.memory import FUSION_GRID, ExemplarMemory, best_fusion_weight, fuse
 from occlass.model.metrics import GridAccuracy, OccupationMetrics, valid_mask
 
 
@@ -190,7 +190,7 @@ class OccupationClassifier(L.LightningModule):
         if self._val_scores:  # choose the fusion weight, then measure with it
             accuracy = self.grid_accuracy.compute()
             self.grid_accuracy.reset()
-            self.fusion_weight.fill_(FUSION_GRID[int(accuracy.argmax())])
+            self.fusion_weight.fill_(best_fusion_weight(accuracy))
             for category, exemplar, codes in self._val_scores:
                 self.metrics["val"].update(fuse(category, exemplar, float(self.fusion_weight)),
                                            codes)

@@ -24,7 +24,7 @@ from occlass.errors import OcclassError
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
 from occlass.model.memory import ExemplarMemory, build_memory
 from occlass.model.metrics import report_table
-from occlass.predict.loader import RunParts
+from occlass.predict.loader import DESCRIPTION_WEIGHT, RunParts
 from occlass.predict.predictor import Predictor
 from occlass.report.analysis import analyse
 from occlass.report.error_report import REPORT_FILE as ERROR_REPORT
@@ -237,6 +237,12 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
         fusion_weight = round(float(model.fusion_weight), 6)
+    if calibrator is None:
+        log.warning("no validation split (data.holdout=none): the run has no calibrator and no "
+                    "confidence model (its predictions carry no needs_review) and no description "
+                    "weight (prediction weighs descriptions %s, its default)%s", DESCRIPTION_WEIGHT,
+                    "" if fusion_weight is None else
+                    f"; the fusion weight is the configured one, {fusion_weight}")
     taxonomy, hp = datamodule.taxonomy, datamodule.hparams
     runs.RunInfo(
         taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint,
