@@ -184,8 +184,9 @@ def main() -> None:
           {s: fuse(parts[s][0], parts[s][1], tuned) for s in SETS})
     del parts
     runs_ = [("this run", args.run)] + [tuple(a.split("=", 1)) for a in args.ablation]
+    provenance = {name: runs.RunInfo.load(run) for name, run in runs_}
     for name, run in runs_:
-        run_info = runs.RunInfo.load(run)
+        run_info = provenance[name]
         weight = run_info.fusion_weight or 0.0
         method = Method(str(Path(run) / runs.ENCODER_DIR), taxonomy, run_info, memory, weight,
                         args.device)
@@ -206,10 +207,10 @@ def main() -> None:
             score(f"postings: title, + ad text's category similarity × {dw} ({how}; late "
                   "fusion)", {"postings": fused["postings"] + dw * parts["postings"][2]})
         del parts, fused
-    write(args, info, sets, rows, at_start, time.time() - started)
+    write(args, info, sets, rows, at_start, time.time() - started, provenance)
 
 
-def write(args, info, sets, rows, at_start, seconds) -> None:
+def write(args, info, sets, rows, at_start, seconds, provenance) -> None:
     header = ["method", *(f"{s} {m}" for s in SETS for m in ("top-1", "top-5"))]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, per_set in rows.items():
@@ -225,7 +226,7 @@ def write(args, info, sets, rows, at_start, seconds) -> None:
             + preamble(f"run `{args.run}` (model `{info.base_model}`, recipe `{info.recipe}`, "
                        f"inputs ≤ {info.max_input_length} tokens, descriptions ≤ 256, category "
                        f"texts ≤ {info.max_category_length}); device {args.device}. "
-                       f"{args.note}", at_start)
+                       f"{args.note}", at_start, provenance)
             + f"\nSets: {sizes} titles. The memory holds the training titles only. Top-1 and "
             "top-5 (a title is right when any of its codes is):\n\n" + "\n".join(lines)
             + "\n\nAccuracy, SOC major group (top-1):\n\n" + "\n".join(majors)

@@ -272,7 +272,7 @@ def main() -> None:
                    f"top-label scaling, review below {calibrator.review_below:.4f}; new: the "
                    f"confidence model, run target {model.target:g}; both fitted on validation); "
                    f"correction threshold {predictor.correction_threshold}; seed {args.seed}",
-                   at_start)
+                   at_start, {f"`{args.run}`": info})
         + "\nEach set scored with the training titles' memory. Accepted rows at the run's own "
         "thresholds, as `needs_review=false` gives them (share of rows, and how many of them "
         "are right at the level given): old, the top-label calibrator (top-1 only); new, "

@@ -100,3 +100,10 @@ def test_review_bench_runs_on_tiny_data(run_dir, tiny_onet, tmp_path, monkeypatc
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "other titles: right → wrong" in text
     assert "went from right to wrong" in text
+
+
+def test_a_bench_preamble_names_the_code_of_the_bench_and_of_its_runs(run_dir):
+    info = runs.RunInfo.load(run_dir)
+    text = common.preamble("a config", (0.0, []), {"`x`": info})
+    assert f"Code: commit {info.code['commit'][:12]}" in text
+    assert f"Run `x`: trained by commit {info.code['commit'][:12]}" in text

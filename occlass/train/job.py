@@ -79,6 +79,7 @@ def train(cfg: DictConfig) -> float:
     if cfg.ckpt_path and not trusted:
         check_checkpoint(cfg.ckpt_path)
     quiet_lightning()
+    code = runs.code_version()  # the code that trains this run, as it is when training starts
     L.seed_everything(cfg.seed, workers=True)
     if threads:
         torch.set_num_threads(threads)
@@ -122,7 +123,7 @@ def train(cfg: DictConfig) -> float:
     after = (trainer.test(model, datamodule=datamodule, verbose=False)[0] if has_test
              else None)
     if trainer.is_global_zero:
-        export(out, model, datamodule, cfg, before, after, best, untrained)
+        export(out, model, datamodule, cfg, before, after, best, untrained, code)
     return best
 
 
@@ -217,9 +218,11 @@ def _strip(metrics: dict | None, names: list[str]) -> dict | None:
 
 
 def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
-           after: dict | None, best: float, untrained: bool = False) -> None:
+           after: dict | None, best: float, untrained: bool = False,
+           code: dict | None = None) -> None:
     """Write the exported encoder, the category cache, the exemplar memory (every title, of
-    every split), metrics.json, run.json and report.md."""
+    every split), metrics.json, run.json (with `code`, the version of the code that trained it)
+    and report.md."""
     names = model.metrics["test"].names
     before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
@@ -251,7 +254,7 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
         fusion_weight=fusion_weight, description_weight=description_weight,
         calibration=None if calibrator is None else calibrator.to_dict(),
-        confidence=None if confidence is None else confidence.to_dict(),
+        confidence=None if confidence is None else confidence.to_dict(), code=code,
     ).save(out)
     write_sentence_transformers_config(out / runs.ENCODER_DIR, hp.max_input_length)
     write_model_card(out / runs.ENCODER_DIR, base_model=model.encoder.name,
