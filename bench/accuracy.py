@@ -41,7 +41,8 @@ from occlass import runs
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars, split_examples
 from occlass.data.postings import pseudo_postings
-from occlass.data.taxonomy import Taxonomy, level_ids
+from occlass.data.soc import LEVELS, load_levels
+from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import PACKAGED, load_tokenizer
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
 from occlass.model.encoder import Encoder
@@ -162,7 +163,7 @@ def main() -> None:
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    major = torch.tensor(level_ids(taxonomy.codes, "major"))
+    major = torch.from_numpy(load_levels(taxonomy, args.data_dir)[LEVELS.index("major")].of_code)
     train, sets = load_sets(info, args.data_dir, taxonomy)
     train = train.explode("codes")
     memory = Exemplars(list(train["title"]), [int(c) for c in train["codes"]], [])

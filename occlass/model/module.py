@@ -13,7 +13,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars
-from occlass.data.taxonomy import SOC_LEVELS, level_ids
+from occlass.data.soc import Level
 from occlass.model.category_cache import CategoryCache, cache_identity, weights_fingerprint
 from occlass.model.encoder import Encoder
 from occlass.model.losses import ContrastiveLoss
@@ -25,7 +25,9 @@ class OccupationClassifier(L.LightningModule):
     """Bi-encoder over inputs and occupations. `categories` (from the DataModule's
     `categories`, or `Categories.from_taxonomy`) are the occupations it scores against;
     `exemplars` (the DataModule's training titles) the memory fused with them in evaluation,
-    with the weight that validation chooses (`fusion_weight` until it has).
+    with the weight that validation chooses (`fusion_weight` until it has). `levels` (the
+    DataModule's `levels`: the SOC 2018 structure, `occlass.data.soc`) give the accuracy at each
+    SOC level (major, minor, broad group, detailed occupation); None, no SOC-level accuracy.
 
     `hard_negatives_every`: every that many steps, the whole category matrix is re-encoded, and
     each input is also contrasted with every category of it that is not in the batch (all 1,016
@@ -36,10 +38,10 @@ class OccupationClassifier(L.LightningModule):
                  optimizer: Callable | None = None, warmup_ratio: float = 0.1,
                  top_k: int = 5, category_batch_size: int = 256, epoch_seed: int = 0,
                  exemplars: Exemplars | None = None, fusion_weight: float = 0.5,
-                 hard_negatives_every: int | None = 50):
+                 hard_negatives_every: int | None = 50, levels: list[Level] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "categories", "loss", "optimizer",
-                                          "exemplars"])
+                                          "exemplars", "levels"])
         self.encoder = encoder
         # Mean pooling leaves the HF pooler (BERT, MPNet) without gradients: frozen, DDP does
         # not wait for them.
@@ -56,10 +58,10 @@ class OccupationClassifier(L.LightningModule):
         self.register_buffer("fusion_weight", torch.tensor(float(fusion_weight)))
         self.grid_accuracy = GridAccuracy(len(FUSION_GRID))
         self._val_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        levels = {level: level_ids(categories.codes, level) for level in SOC_LEVELS
-                  if level != "onet"}
+        groups = {level.name: level.of_code.tolist() for level in reversed(levels or [])
+                  if level.name != "onet"}  # major, minor, broad, detailed
         self.metrics = nn.ModuleDict({
-            stage: OccupationMetrics(len(categories), levels, top_k) for stage in ("val", "test")
+            stage: OccupationMetrics(len(categories), groups, top_k) for stage in ("val", "test")
         })
 
     # -- training ---------------------------------------------------------------------------

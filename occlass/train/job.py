@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     exemplars = datamodule.exemplars() if cfg.get("exemplar_memory", True) else None
     model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories,
-                                                   exemplars=exemplars)
+                                                   exemplars=exemplars, levels=datamodule.levels)
     if optimized.removeprefix("val/") not in model.metrics["val"].names:
         raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
                            "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
