@@ -12,8 +12,9 @@ from occlass.errors import OcclassError
 from occlass.model.category_cache import CategoryCache, build_category_cache
 from occlass.model.encoder import Encoder
 from occlass.model.memory import FUSION_GRID, ExemplarMemory
-from occlass.model.metrics import metric_label
-from occlass.train.job import train
+from occlass.model.metrics import OccupationMetrics, metric_label
+from occlass.report.analysis import fused_scores
+from occlass.train.job import evaluation_predictor, memory_of, train
 
 
 @pytest.mark.parametrize("top_k", [5, 3])
@@ -112,9 +113,36 @@ def test_category_cache_reused_for_same_weights_and_rebuilt_when_they_change(tra
     assert rebuilt is not cache
     assert rebuilt.identity["weights"] != cache.identity["weights"]
     expected = build_category_cache(model.encoder, datamodule.categories)
-    assert expected.identity == rebuilt.identity
+    assert {**expected.identity, "precision": "32-true"} == rebuilt.identity
     assert torch.allclose(rebuilt.embeddings, expected.embeddings, atol=1e-6)
     assert not torch.allclose(rebuilt.embeddings, cache.embeddings, atol=1e-3)
+
+
+def test_under_bf16_mixed_the_test_split_and_the_export_fits_are_measured_in_fp32(train_cfg):
+    """Validation chooses in the trainer's precision; the test metrics (report.md) and the
+    caches export fits the calibrator and confidence model with are fp32, as prediction serves."""
+    cfg = train_cfg("trainer.precision=bf16-mixed")
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories,
+                                                   exemplars=datamodule.exemplars())
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    fp32 = build_category_cache(model.encoder, datamodule.categories).embeddings
+    assert (model.category_cache.embeddings - fp32).abs().max() > 1e-5  # bf16 autocast
+    after = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    torch.testing.assert_close(model.category_cache.embeddings, fp32, atol=1e-6, rtol=0)
+    memory = memory_of(model.encoder, datamodule.exemplars(), len(datamodule.categories),
+                       datamodule.tokenizer.pad_token_id)
+    torch.testing.assert_close(model.memory.embeddings, memory.embeddings, atol=1e-6, rtol=0)
+    cache = model.category_cache
+    model.refresh(fp32=True)
+    assert model.category_cache is cache  # what export uses: these very caches
+    test = datamodule.examples[datamodule.examples["split"] == "test"]
+    scores = fused_scores(evaluation_predictor(model, datamodule), test)
+    metrics = OccupationMetrics(len(datamodule.categories), {})
+    metrics.update(scores, torch.tensor([cs[:1] for cs in test["codes"]]))
+    top1 = [bool(set(cs) & {int(i)}) for cs, i in zip(test["codes"], scores.argmax(1))]
+    assert after["test/accuracy"] == pytest.approx(sum(top1) / len(top1))
 
 
 class StopAfterFirstEpoch(Callback):

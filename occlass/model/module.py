@@ -90,35 +90,42 @@ class OccupationClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- category cache ---------------------------------------------------------------------
-    def refresh_category_cache(self) -> CategoryCache:
-        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe."""
-        identity = cache_identity(self.categories, self.encoder)
+    def refresh_category_cache(self, fp32: bool = False) -> CategoryCache:
+        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe,
+        in this precision (the trainer's; with `fp32`, fp32 as prediction serves)."""
+        identity = {**cache_identity(self.categories, self.encoder),
+                    "precision": self._precision_name(fp32)}
         if self.category_cache is None or self.category_cache.identity != identity:
-            embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id)
+            embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id,
+                                              fp32)
             self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)
         return self.category_cache
 
-    def refresh_memory(self) -> ExemplarMemory | None:
-        """Re-encode the exemplars unless they were encoded with these very weights."""
+    def refresh_memory(self, fp32: bool = False) -> ExemplarMemory | None:
+        """Re-encode the exemplars unless they were encoded with these very weights, in this
+        precision (the trainer's; with `fp32`, fp32)."""
         if self.exemplars is None:
             return None
-        identity = {"weights": weights_fingerprint(self.encoder)}
+        identity = {"weights": weights_fingerprint(self.encoder),
+                    "precision": self._precision_name(fp32)}
         if self.memory is None or self.memory.identity != identity:
-            embeddings = self._encode_sharded(self.exemplars.token_ids, self.categories.pad_id)
+            embeddings = self._encode_sharded(self.exemplars.token_ids, self.categories.pad_id,
+                                              fp32)
             labels = torch.tensor(self.exemplars.labels, device=embeddings.device)
             self.memory = ExemplarMemory(embeddings, labels, self.exemplars.titles,
                                          len(self.categories), identity)
         return self.memory
 
     @torch.no_grad()
-    def _encode_sharded(self, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-        """Embeddings of `ids` (eval mode, the trainer's precision). Under DDP each rank encodes
-        a slice and the slices are gathered, so the work is not repeated and every rank holds
-        the same matrix."""
+    def _encode_sharded(self, ids: list[list[int]], pad_id: int,
+                        fp32: bool = False) -> torch.Tensor:
+        """Embeddings of `ids` (eval mode, the trainer's precision, or fp32). Under DDP each
+        rank encodes a slice and the slices are gathered, so the work is not repeated and every
+        rank holds the same matrix."""
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         per_rank = -(-len(ids) // world)
         mine = ids[self.global_rank * per_rank:(self.global_rank + 1) * per_rank]
-        with self._precision():
+        with self._precision(fp32):
             embeddings = self.encoder.encode_ids(mine, pad_id, self.hparams.category_batch_size)
         if world > 1:
             padded = torch.zeros(per_rank, embeddings.shape[1], device=embeddings.device)
@@ -126,12 +133,23 @@ class OccupationClassifier(L.LightningModule):
             embeddings = self.all_gather(padded).reshape(world * per_rank, -1)[:len(ids)]
         return embeddings
 
-    def _precision(self):
-        """The trainer's precision context (autocast), or none outside a Trainer."""
+    def _precision(self, fp32: bool = False):
+        """The trainer's precision context (autocast), or none outside a Trainer; with `fp32`,
+        autocast off (inside the trainer's own context too): the precision prediction serves."""
+        if fp32:
+            return torch.autocast(self.device.type, enabled=False)
         try:
             return self.trainer.precision_plugin.forward_context()
         except RuntimeError:  # not attached to a Trainer
             return nullcontext()
+
+    def _precision_name(self, fp32: bool = False) -> str:
+        """The precision the caches are encoded in: the trainer's (`bf16-mixed`, ...), or fp32
+        (`32-true`, as outside a Trainer)."""
+        try:
+            return "32-true" if fp32 else str(self.trainer.precision)
+        except RuntimeError:  # not attached to a Trainer
+            return "32-true"
 
     def similarities(self, title: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
                                                                      torch.Tensor | None]:
@@ -155,16 +173,21 @@ class OccupationClassifier(L.LightningModule):
                                                       float(self.fusion_weight))
 
     # -- evaluation -------------------------------------------------------------------------
-    def _refresh(self) -> None:
-        self.refresh_category_cache()
-        self.refresh_memory()
+    # Validation (which chooses: checkpoints, the fusion weight) runs in the trainer's precision;
+    # the test split is measured in fp32, as prediction serves (the caches too), so report.md's
+    # figures are the served model's.
+    def refresh(self, fp32: bool = False) -> None:
+        """The category cache and the memory for these weights, in the trainer's precision or
+        in fp32."""
+        self.refresh_category_cache(fp32)
+        self.refresh_memory(fp32)
 
     def on_validation_epoch_start(self) -> None:
-        self._refresh()
+        self.refresh()
         self._val_scores = []
 
     def on_test_epoch_start(self) -> None:
-        self._refresh()
+        self.refresh(fp32=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         category, exemplar = self.similarities(batch["title"])
@@ -181,7 +204,8 @@ class OccupationClassifier(L.LightningModule):
         self._val_scores.append((category[measure], exemplar[measure], batch["codes"][measure]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.metrics["test"].update(self.score(batch["title"]), batch["codes"])
+        with self._precision(fp32=True):
+            self.metrics["test"].update(self.score(batch["title"]), batch["codes"])
 
     def _log_metrics(self, stage: str) -> None:
         values = self.metrics[stage].compute()

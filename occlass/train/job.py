@@ -121,7 +121,9 @@ def train(cfg: DictConfig) -> float:
         state = torch.load(best_path, map_location=model.device, weights_only=True)
         model.load_state_dict(state["state_dict"])
     after = (trainer.test(model, datamodule=datamodule, verbose=False)[0] if has_test
-             else None)
+             else None)  # in fp32, as prediction serves (the module's test stage)
+    if has_val:  # what export fits the calibrator and confidence with: fp32 caches (every rank)
+        model.refresh(fp32=True)
     if trainer.is_global_zero:
         export(out, model, datamodule, cfg, before, after, best, untrained, code)
     return best
@@ -200,7 +202,8 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
 
 
 def evaluation_predictor(model, datamodule) -> Predictor:
-    """The trained model as prediction uses it, with the training titles' memory only."""
+    """The trained model as prediction uses it (fp32: the caches `model.refresh(fp32=True)`
+    built, titles encoded outside autocast), with the training titles' memory only."""
     return Predictor(RunParts(model.encoder, datamodule.tokenizer, datamodule.taxonomy,
                               model.category_cache, datamodule.hparams.max_input_length,
                               memory=model.memory, fusion_weight=float(model.fusion_weight)))
