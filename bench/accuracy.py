@@ -17,8 +17,10 @@ Sets (from the run's own data config and split):
   tasks are the gold occupation's own: an upper bound on what real ads give.
 Baselines: TF-IDF and zero-shot (packaged MiniLM) nearest-neighbour over the training titles,
 zero-shot category similarity, the zero-shot model fused with the memory (the strongest
-untrained baseline: the untouched model as prediction uses it), and the fine-tuned encoder's
-nearest-neighbour. The memory of
+untrained baseline: the untouched model as prediction uses it, its fusion weight chosen on
+validation exactly as training chooses ours: `tuned_fusion_weight`), and the fine-tuned
+encoder's nearest-neighbour. A run that chose no description weight (no validation split) gets
+the Predictor's default, and the label says so. The memory of
 every method holds the training titles only. Each --ablation run is scored the same way
 (category only, and fused with its own validation-chosen weight).
 """
@@ -39,12 +41,14 @@ from occlass import runs
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars, split_examples
 from occlass.data.postings import pseudo_postings
-from occlass.data.taxonomy import Taxonomy, level_ids
+from occlass.data.soc import LEVELS, load_levels
+from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import PACKAGED, load_tokenizer
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
 from occlass.model.encoder import Encoder
-from occlass.model.memory import build_memory, fuse
-from occlass.predict.loader import ZERO_SHOT_FUSION, RunParts
+from occlass.model.memory import FUSION_GRID, best_fusion_weight, build_memory, fuse
+from occlass.model.metrics import GridAccuracy
+from occlass.predict.loader import DESCRIPTION_WEIGHT, ZERO_SHOT_FUSION, RunParts
 from occlass.predict.predictor import Predictor
 
 SETS = ("val", "test", "reported", "noisy (seen)", "noisy (unseen)", "postings")
@@ -111,6 +115,29 @@ class Method:
         return category, exemplar, described
 
 
+def tuned_fusion_weight(category: torch.Tensor, exemplar: torch.Tensor,
+                        codes: list[list[int]]) -> float:
+    """The fusion weight as training chooses ours (`OccupationClassifier`'s validation): the
+    weight of FUSION_GRID with the best top-1 on the validation titles that choose (every other
+    one, in split order, as the datamodule marks them)."""
+    grid = GridAccuracy(len(FUSION_GRID))
+    valid = torch.zeros(len(codes[::2]), category.shape[1], dtype=torch.bool)
+    for i, c in enumerate(codes[::2]):
+        valid[i, c] = True
+    grid.update([fuse(category[::2], exemplar[::2], w) for w in FUSION_GRID], valid)
+    return best_fusion_weight(grid.compute())
+
+
+def description_weight(info: runs.RunInfo) -> tuple[float, str]:
+    """The run's description weight and how it was set: chosen on validation, or (a run that
+    chose none) the Predictor's default, with a warning."""
+    if info.description_weight is not None:
+        return info.description_weight, "chosen on validation"
+    print(f"warning: the run chose no description weight; late fusion uses the default "
+          f"{DESCRIPTION_WEIGHT}", flush=True)
+    return DESCRIPTION_WEIGHT, "the default: the run chose none"
+
+
 def tfidf_scores(train_titles, train_labels, titles, n_codes) -> torch.Tensor:
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
     memory = vectorizer.fit_transform(train_titles)
@@ -136,7 +163,7 @@ def main() -> None:
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    major = torch.tensor(level_ids(taxonomy.codes, "major"))
+    major = torch.from_numpy(load_levels(taxonomy, args.data_dir)[LEVELS.index("major")].of_code)
     train, sets = load_sets(info, args.data_dir, taxonomy)
     train = train.explode("codes")
     memory = Exemplars(list(train["title"]), [int(c) for c in train["codes"]], [])
@@ -153,12 +180,14 @@ def main() -> None:
     parts = {s: base.parts(titles[s]) for s in SETS}
     score("zero-shot category similarity", {s: parts[s][0] for s in SETS})
     score("zero-shot nearest neighbour", {s: parts[s][1] for s in SETS})
-    score(f"zero-shot fused with exemplars (w={ZERO_SHOT_FUSION})",
-          {s: fuse(parts[s][0], parts[s][1], ZERO_SHOT_FUSION) for s in SETS})
+    tuned = tuned_fusion_weight(parts["val"][0], parts["val"][1], sets["val"][2])
+    score(f"zero-shot fused with exemplars (w={tuned}, chosen on validation as ours)",
+          {s: fuse(parts[s][0], parts[s][1], tuned) for s in SETS})
     del parts
     runs_ = [("this run", args.run)] + [tuple(a.split("=", 1)) for a in args.ablation]
+    provenance = {name: runs.RunInfo.load(run) for name, run in runs_}
     for name, run in runs_:
-        run_info = runs.RunInfo.load(run)
+        run_info = provenance[name]
         weight = run_info.fusion_weight or 0.0
         method = Method(str(Path(run) / runs.ENCODER_DIR), taxonomy, run_info, memory, weight,
                         args.device)
@@ -170,19 +199,19 @@ def main() -> None:
         fused = {s: fuse(parts[s][0], parts[s][1], weight) for s in SETS}
         score(f"{label}fused with exemplars (w={weight})", fused)
         if name == "this run":
-            dw = run_info.description_weight
+            dw, how = description_weight(run_info)
             concat = method.predictor.similarities(
                 [f"{t}. {d}" for t, d in zip(*sets["postings"][:2])],
                 method.predictor.max_description_length)
             score("postings: title and ad text as one input",
                   {"postings": fuse(concat[0], concat[1], weight)})
-            score(f"postings: title, + ad text's category similarity × {dw} (late fusion)",
-                  {"postings": fused["postings"] + (dw or 0.5) * parts["postings"][2]})
+            score(f"postings: title, + ad text's category similarity × {dw} ({how}; late "
+                  "fusion)", {"postings": fused["postings"] + dw * parts["postings"][2]})
         del parts, fused
-    write(args, info, sets, rows, at_start, time.time() - started)
+    write(args, info, sets, rows, at_start, time.time() - started, provenance)
 
 
-def write(args, info, sets, rows, at_start, seconds) -> None:
+def write(args, info, sets, rows, at_start, seconds, provenance) -> None:
     header = ["method", *(f"{s} {m}" for s in SETS for m in ("top-1", "top-5"))]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, per_set in rows.items():
@@ -198,7 +227,7 @@ def write(args, info, sets, rows, at_start, seconds) -> None:
             + preamble(f"run `{args.run}` (model `{info.base_model}`, recipe `{info.recipe}`, "
                        f"inputs ≤ {info.max_input_length} tokens, descriptions ≤ 256, category "
                        f"texts ≤ {info.max_category_length}); device {args.device}. "
-                       f"{args.note}", at_start)
+                       f"{args.note}", at_start, provenance)
             + f"\nSets: {sizes} titles. The memory holds the training titles only. Top-1 and "
             "top-5 (a title is right when any of its codes is):\n\n" + "\n".join(lines)
             + "\n\nAccuracy, SOC major group (top-1):\n\n" + "\n".join(majors)

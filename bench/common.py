@@ -1,4 +1,5 @@
-"""Shared bench helpers: the default config, a machine description, and BENCHMARKS.md sections."""
+"""Shared bench helpers: the default config, a machine and code description, and BENCHMARKS.md
+sections."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from occlass.runs import write_atomic
+from occlass.runs import RunInfo, code_version, describe_version, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -64,11 +65,16 @@ def machine(at_start: tuple[float, list[str]]) -> str:
     return line
 
 
-def preamble(config: str, at_start: tuple[float, list[str]]) -> str:
-    """The command, date, machine and config lines every section starts with."""
+def preamble(config: str, at_start: tuple[float, list[str]],
+             runs: dict[str, RunInfo] | None = None) -> str:
+    """The command, date, machine, code version and config lines every section starts with,
+    and, for each of `runs` (name → its record), the code version that trained and refit it."""
     command = shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    provenance = "".join(f"Run {name}: {info.provenance()}  \n"
+                         for name, info in (runs or {}).items())
     return (f"Command: `{command}`  \nDate: {datetime.datetime.now():%Y-%m-%d %H:%M}  \n"
-            f"Machine: {machine(at_start)}  \nConfig: {config}\n")
+            f"Machine: {machine(at_start)}  \nCode: {describe_version(code_version(ROOT))}  \n"
+            f"{provenance}Config: {config}\n")
 
 
 def write_section(name: str, body: str) -> None:

@@ -66,7 +66,8 @@ def main() -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     table = "\n".join(line for line in (run / "report.md").read_text().splitlines()
                       if line.startswith("|"))
-    config = RunInfo.load(run).config
+    info = RunInfo.load(run)
+    config = info.config
     trainer, data, optim = config["trainer"], config["data"], config["optim"]
     epochs = ", ".join(f"{acc:.4f} {when}" for when, acc in val_accuracy_by_epoch(run))
     gain = 100 * (metrics["after"]["accuracy"] - metrics["before"]["accuracy"])
@@ -76,7 +77,8 @@ def main() -> None:
              f"{trainer['max_epochs']} epochs, batch {data['batch_size']}, lr {optim['lr']}, "
              f"precision `{trainer['precision']}`, run `{run.relative_to(ROOT)}`")
     body = (
-        f"## `make train`: accuracy and wall clock\n\n{preamble(setup, at_start)}\n"
+        f"## `make train`: accuracy and wall clock\n\n"
+        f"{preamble(setup, at_start, {f'`{run.relative_to(ROOT)}`': info})}\n"
         f"Test split ({data['test_fraction']:.0%} of titles, never seen in training), scored as "
         "prediction scores (category similarity fused with the training titles' exemplar "
         "memory, weight chosen on validation); before = the untouched model, after = the best "

@@ -4,7 +4,8 @@
 
 Each title gets one or two kinds of noise from one of two rule sets:
 - seen: comma inversion ("Inspector, Pole"), abbreviations ("Sr", "Mgr", "RN"), a level ("II",
-  "Lead"), a company, location, shift or pay suffix, upper or lower case, one typo. Its own code
+  "Lead"), a company, location, shift or pay suffix, upper or lower case (never alone: the
+  tokenizer lowercases, so a title changed only in case is drawn again), one typo. Its own code
   and word lists, but the same kinds of noise as the training augmentation
   (`occlass/data/augment.py`).
 - unseen: kinds the training augmentation never makes: British spellings ("Labourer"),
@@ -243,17 +244,22 @@ STEPS = {
 FALLBACK = {"seen": _suffix, "unseen": _requisition}
 
 
-def noisy_title(title: str, rng: random.Random, rules: str = "seen") -> str:
+def noisy_title(title: str, rng: random.Random, rules: str = "seen", draws: int = 10) -> str:
     """`title` with one or two kinds of real-world noise from the rule set `rules`; never the
-    same string."""
+    same string, nor one that differs only in case (the tokenizer lowercases: the model would
+    see the title itself). Such an outcome is drawn again (at most `draws` times, then the
+    rule set's fallback)."""
     title = " ".join(title.split())
     usable = [i for i, (applies, _) in enumerate(STEPS[rules]) if applies(title)]
-    chosen = set(rng.sample(usable, rng.choice((1, 2))))
-    out = title
-    for i, (_, apply) in enumerate(STEPS[rules]):
-        if i in chosen:
-            out = apply(out, rng)
-    return out if out != title else FALLBACK[rules](out, rng)
+    for _ in range(draws):
+        chosen = set(rng.sample(usable, rng.choice((1, 2))))
+        out = title
+        for i, (_, apply) in enumerate(STEPS[rules]):
+            if i in chosen:
+                out = apply(out, rng)
+        if out.lower() != title.lower():
+            return out
+    return FALLBACK[rules](out, rng)
 
 
 def noisy_copy(titles: Sequence[str], seed: int = 0, rules: str = "seen") -> list[str]:

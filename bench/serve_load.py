@@ -137,7 +137,8 @@ def main() -> None:
             + preamble(f"{model}, O*NET 29.3 memory on, top_k={TOP_K}, serve.py defaults "
                        f"(max_batch 256, max_wait_ms 5); at most {args.seconds:g} s or "
                        f"{args.requests} requests per level; client and server share the "
-                       "machine", at_start)
+                       "machine", at_start,
+                       None if args.run is None else {f"`{args.run}`": parts.info})
             + "\nEach client sends one title per request and waits for the answer; the batch "
               "path is `Predictor.predict` on the same titles in one call.\n\n"
             + "| mix | clients | requests | requests/s | p50 ms | p99 ms | batch titles/s | "

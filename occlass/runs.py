@@ -5,7 +5,8 @@
     RUN_DIR/exemplars.pt        exemplar memory: every title's embedding, code and text
     RUN_DIR/test_predictions.parquet  the test titles' top-5 and confidence (training memory)
     RUN_DIR/error_analysis.md   error analysis of them, with its PNG plots (`python -m occlass.report`)
-    RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config
+    RUN_DIR/run.json            the run's record (`RunInfo`): taxonomy, recipe, lengths, config,
+                                the code version that trained it and that of each refit
     RUN_DIR/metrics.json        before/after test metrics and the optimised validation metric
     RUN_DIR/report.md           before/after table
     RUN_DIR/checkpoints/        Lightning checkpoints (best by the optimised metric, last)
@@ -14,9 +15,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +76,40 @@ def write_json(path: str | Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def code_version(root: str | Path | None = None) -> dict:
+    """The version of the code running now: its git commit, whether its checkout has changes
+    not committed (`dirty`), and the time (UTC); commit and dirty are None (with a warning)
+    outside a git checkout of occlass. `root` defaults to this package's checkout."""
+    root = Path(root or Path(__file__).resolve().parents[1]).resolve()
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if top != root:
+            raise ValueError(f"{root} is inside {top}, not a checkout of its own")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+                "time": now}
+    except (OSError, ValueError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", None) or err
+        log.warning("the code's version is unknown (%s: not a git checkout: %s)", root,
+                    " ".join(str(detail).split())[:200])
+        return {"commit": None, "dirty": None, "time": now}
+
+
+def describe_version(version: dict | None) -> str:
+    """"commit abc1234 (uncommitted changes), 2026-12-02T00:57:48+00:00" of a `code_version`."""
+    if not version:
+        return "not recorded (an older run)"
+    commit = version.get("commit")
+    state = ("unknown commit" if commit is None else f"commit {commit[:12]}"
+             + (" (with uncommitted changes)" if version.get("dirty") else ""))
+    return f"{state}, {version.get('time')}"
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """The record of a training run (`run.json`): what its encoder and cache were built from."""
@@ -90,6 +127,13 @@ class RunInfo:
     description_weight: float | None = None  # weight of a description's category similarity
     calibration: dict | None = None  # occlass.model.calibration.Calibrator fitted on validation
     confidence: dict | None = None  # occlass.model.confidence.ConfidenceModel (None: older run)
+    code: dict | None = None  # `code_version()` of the training (None: an older run)
+    refits: list = field(default_factory=list)  # `code_version()` of each `--refit`, in order
+
+    def provenance(self) -> str:
+        """One line: the code version that trained the run, and that of each refit."""
+        line = f"trained by {describe_version(self.code)}"
+        return line + "".join(f"; refit by {describe_version(v)}" for v in self.refits)
 
     def save(self, run_dir: str | Path) -> None:
         write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
@@ -129,6 +173,10 @@ class RunInfo:
             wrong.append("calibration")
         if info.confidence is not None and not isinstance(info.confidence, dict):
             wrong.append("confidence")
+        if info.code is not None and not isinstance(info.code, dict):
+            wrong.append("code")
+        if not (isinstance(info.refits, list) and all(isinstance(v, dict) for v in info.refits)):
+            wrong.append("refits")
         if wrong:
             raise OcclassError(f"{path}: malformed run record (bad {', '.join(wrong)})")
         return info

@@ -42,10 +42,22 @@ def test_multi_code_title_is_one_example_with_all_codes(tiny_onet):
         [taxonomy.index["15-1252.00"], taxonomy.index["15-1211.00"]])
 
 
+def twin_keys_of(examples) -> pd.Series:
+    """Each example's twin keys: what makes titles one group (a title's surface form)."""
+    return pd.Series([set(twin_keys(t, c)) for t, c in zip(examples["title"], examples["codes"])],
+                     index=examples.index)
+
+
 def check_splits(examples, split):
+    """Group-level properties: no group spans two splits, and no held-out title has a twin
+    key of a training title."""
     assert set(split) <= {"train", "val", "test", "reported"}
-    per_key = examples.assign(split=split).groupby("key")["split"].nunique()
-    assert (per_key == 1).all()  # no normalised title in two splits
+    per_group = examples.assign(split=split).groupby("group")["split"].nunique()
+    assert (per_group == 1).all()  # no group in two splits
+    twins = twin_keys_of(examples)
+    in_train = set().union(*twins[split == "train"])
+    held_out = twins[split != "train"]
+    assert held_out.map(lambda keys: not keys & in_train).all()
 
 
 @pytest.mark.skipif(not ONET_DATA.is_dir(), reason="run `make data` first")
@@ -57,9 +69,14 @@ def test_onet_splits_are_deterministic_and_never_leak():
     assert first.equals(again)
     assert not first.equals(other)
     check_splits(examples, first)
-    # titles that differ only in case/punctuation share a key, hence a split
-    keys = examples["text"].map(normalize_title)
-    assert keys.equals(examples["key"])
+    check_splits(examples, other)
+    # groups join titles (so the group-level checks are not the per-title ones), across splits'
+    # worth of titles: were each title split alone, some group would span two splits
+    sizes = examples.groupby("group").size()
+    assert (sizes > 1).sum() > 1000
+    alone = examples.assign(group=examples["key"])
+    with pytest.raises(AssertionError):
+        check_splits(examples, assign_splits(alone, 0.05, 0.1, seed=0))
     shares = first.value_counts(normalize=True)
     assert 0.08 < shares["test"] < 0.12 and 0.03 < shares["val"] < 0.07
     # an occupation's own title is part of its category text: it always trains

@@ -52,8 +52,8 @@ def test_noisy_copy_changes_titles_but_keeps_their_words():
     assert len(copies) == len(titles)
     assert all(copy.strip() for copy in copies)
     assert all(copy != title for copy, title in zip(copies, titles))
-    changed = sum(normalize_title(c) != normalize_title(t) for c, t in zip(copies, titles))
-    assert changed > 0.7 * len(titles)  # more than a change of case
+    # never only a change of case, which the lowercasing tokenizer undoes
+    assert all(copy.lower() != title.lower() for copy, title in zip(copies, titles))
     kept = [recoverable(t, c) for t, c in zip(titles, copies)]
     assert all(kept), [(t, c) for t, c, k in zip(titles, copies, kept) if not k][:5]
 

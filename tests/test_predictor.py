@@ -127,6 +127,26 @@ def test_a_run_of_another_taxonomy_is_refused(run_dir, tiny_onet, tmp_path):
         Predictor(load_run(run_dir, other))
 
 
+def test_a_run_that_chose_no_weights_says_what_it_falls_back_to(run_copy, tiny_onet, caplog):
+    """A run with no validation split (data.holdout=none) records no description weight,
+    calibrator or confidence model: loading it warns of each default."""
+    info = runs.RunInfo.load(run_copy)
+    runs.RunInfo(**{**info.__dict__, "description_weight": None, "calibration": None,
+                    "confidence": None}).save(run_copy)
+    with caplog.at_level(logging.WARNING, logger="occlass"):
+        parts = load_run(run_copy, tiny_onet)
+    assert parts.description_weight == 0.5
+    assert "chose no description weight" in caplog.text
+    assert "weighs 0.5, the default" in caplog.text
+    assert "no calibrator and no confidence model" in caplog.text
+    caplog.clear()
+    runs.RunInfo(**{**info.__dict__, "description_weight": 0.0}).save(run_copy)
+    with caplog.at_level(logging.WARNING, logger="occlass"):
+        parts = load_run(run_copy, tiny_onet)
+    assert parts.description_weight == 0.0  # chosen: kept, no warning
+    assert "chose no description weight" not in caplog.text
+
+
 @pytest.mark.parametrize("remove", [runs.RUN_FILE, runs.ENCODER_DIR])
 def test_an_incomplete_run_is_refused(run_copy, tiny_onet, remove):
     target = run_copy / remove

@@ -26,16 +26,6 @@ def test_loads_occupations_in_file_order(tiny_onet):
     assert taxonomy.version == "29.3"
 
 
-def test_level_ids_group_codes_by_prefix(tiny_onet):
-    taxonomy = Taxonomy.load(tiny_onet)
-    major = taxonomy.level_ids("major")
-    assert major[:3] == [0, 0, 0] and major[3] == major[4] == major[5] == 1
-    assert len(set(major)) == 4
-    broad = dict(zip(taxonomy.codes, taxonomy.level_ids("broad")))
-    assert broad["29-1141.00"] != broad["29-1229.00"]
-    assert len(set(taxonomy.level_ids("onet"))) == 12
-
-
 def test_category_text_recipes(tiny_onet):
     taxonomy = Taxonomy.load(tiny_onet, with_tasks=True)
     i = taxonomy.index["15-1252.00"]

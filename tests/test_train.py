@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from occlass.errors import OcclassError
 from occlass.model.category_cache import CategoryCache, build_category_cache
 from occlass.model.encoder import Encoder
 from occlass.model.memory import FUSION_GRID, ExemplarMemory
-from occlass.model.metrics import metric_label
-from occlass.train.job import train
+from occlass.model.metrics import OccupationMetrics, metric_label
+from occlass.report.analysis import fused_scores
+from occlass.train.job import evaluation_predictor, memory_of, train
 
 
 @pytest.mark.parametrize("top_k", [5, 3])
@@ -62,9 +64,14 @@ def test_evaluation_memory_holds_training_titles_only_and_the_exported_one_every
     assert info.fusion_weight in FUSION_GRID
 
 
-def test_holdout_none_trains_on_every_title_and_says_there_is_no_test_split(train_cfg):
+def test_holdout_none_trains_on_every_title_and_says_there_is_no_test_split(train_cfg, caplog):
     cfg = train_cfg("trainer.fast_dev_run=true", "data.holdout=none")
-    train(cfg)
+    with caplog.at_level(logging.WARNING, logger="occlass"):
+        train(cfg)
+    # what it lacks for want of validation, and what prediction does instead
+    assert "no validation split (data.holdout=none)" in caplog.text
+    assert "prediction weighs descriptions 0.5" in caplog.text
+    assert "the fusion weight is the configured one, 0.5" in caplog.text
     out = Path(cfg.paths.output_dir)
     assert "No test split" in (out / runs.REPORT_FILE).read_text()
     assert json.loads((out / runs.METRICS_FILE).read_text())["after"] is None
@@ -139,9 +146,36 @@ def test_category_cache_reused_for_same_weights_and_rebuilt_when_they_change(tra
     assert rebuilt is not cache
     assert rebuilt.identity["weights"] != cache.identity["weights"]
     expected = build_category_cache(model.encoder, datamodule.categories)
-    assert expected.identity == rebuilt.identity
+    assert {**expected.identity, "precision": "32-true"} == rebuilt.identity
     assert torch.allclose(rebuilt.embeddings, expected.embeddings, atol=1e-6)
     assert not torch.allclose(rebuilt.embeddings, cache.embeddings, atol=1e-3)
+
+
+def test_under_bf16_mixed_the_test_split_and_the_export_fits_are_measured_in_fp32(train_cfg):
+    """Validation chooses in the trainer's precision; the test metrics (report.md) and the
+    caches export fits the calibrator and confidence model with are fp32, as prediction serves."""
+    cfg = train_cfg("trainer.precision=bf16-mixed")
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories,
+                                                   exemplars=datamodule.exemplars())
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    fp32 = build_category_cache(model.encoder, datamodule.categories).embeddings
+    assert (model.category_cache.embeddings - fp32).abs().max() > 1e-5  # bf16 autocast
+    after = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    torch.testing.assert_close(model.category_cache.embeddings, fp32, atol=1e-6, rtol=0)
+    memory = memory_of(model.encoder, datamodule.exemplars(), len(datamodule.categories),
+                       datamodule.tokenizer.pad_token_id)
+    torch.testing.assert_close(model.memory.embeddings, memory.embeddings, atol=1e-6, rtol=0)
+    cache = model.category_cache
+    model.refresh(fp32=True)
+    assert model.category_cache is cache  # what export uses: these very caches
+    test = datamodule.examples[datamodule.examples["split"] == "test"]
+    scores = fused_scores(evaluation_predictor(model, datamodule), test)
+    metrics = OccupationMetrics(len(datamodule.categories), {})
+    metrics.update(scores, torch.tensor([cs[:1] for cs in test["codes"]]))
+    top1 = [bool(set(cs) & {int(i)}) for cs, i in zip(test["codes"], scores.argmax(1))]
+    assert after["test/accuracy"] == pytest.approx(sum(top1) / len(top1))
 
 
 class StopAfterFirstEpoch(Callback):

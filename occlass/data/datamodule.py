@@ -27,6 +27,7 @@ from occlass.data.examples import (
     load_pairs,
     summarize,
 )
+from occlass.data.soc import Level, load_levels
 from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import DataError
@@ -161,6 +162,11 @@ class TitlePairDataModule(L.LightningDataModule):
             self._categories = Categories.from_taxonomy(self.taxonomy, self.tokenizer, hp.recipe,
                                                         hp.n_tasks, hp.max_category_length)
         return self._categories
+
+    @property
+    def levels(self) -> list[Level]:
+        """The SOC 2018 groups of the occupations (`occlass.data.soc`), for SOC-level metrics."""
+        return load_levels(self.taxonomy, self.hparams.data_dir)
 
     def load_examples(self) -> pd.DataFrame:
         """Pairs and split assignment, without tokenising (cheap, for summaries)."""

@@ -29,13 +29,6 @@ def soc_hierarchy(code: str) -> dict[str, str]:
     return {level: code[:length] for level, length in SOC_LEVELS.items()}
 
 
-def level_ids(codes: list[str], level: str) -> list[int]:
-    """For each code, the id of its group at a SOC level (ids in order of appearance)."""
-    length = SOC_LEVELS[level]
-    groups: dict[str, int] = {}
-    return [groups.setdefault(code[:length], len(groups)) for code in codes]
-
-
 def read_onet_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
     """Read a tab-delimited O*NET text file as strings, checking that `columns` are present.
 
@@ -125,10 +118,6 @@ class Taxonomy:
     def fingerprint(self) -> str:
         """Identity of the label space: a checksum of the ordered codes."""
         return hashlib.sha256("\n".join(self.codes).encode()).hexdigest()[:16]
-
-    def level_ids(self, level: str) -> list[int]:
-        """For each occupation, the id of its group at a SOC level (ids in order of appearance)."""
-        return level_ids(self.codes, level)
 
     def category_texts(self, recipe: str = "title_description", n_tasks: int = 3) -> list[str]:
         """The text that represents each occupation, by recipe.

@@ -155,6 +155,12 @@ def fuse(category: torch.Tensor, exemplar: torch.Tensor, weight: float) -> torch
     return (1 - weight) * category + weight * exemplar
 
 
+def best_fusion_weight(grid_accuracy: torch.Tensor) -> float:
+    """The weight of FUSION_GRID with the best accuracy (`GridAccuracy` over the grid; the
+    smallest weight of a tie): how validation chooses the fusion weight."""
+    return FUSION_GRID[int(grid_accuracy.argmax())]
+
+
 def build_memory(encoder, exemplars: Exemplars, n_codes: int, pad_id: int,
                  identity: dict[str, str], batch_size: int = 256) -> ExemplarMemory:
     """Encode the exemplars (eval mode) into a memory."""

@@ -13,11 +13,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from occlass.data.categories import Categories
 from occlass.data.examples import Exemplars
-from occlass.data.taxonomy import SOC_LEVELS, level_ids
+from occlass.data.soc import Level
 from occlass.model.category_cache import CategoryCache, cache_identity, weights_fingerprint
 from occlass.model.encoder import Encoder
 from occlass.model.losses import ContrastiveLoss
-from occlass.model.memory import FUSION_GRID, ExemplarMemory, fuse
+from occlass.model.memory import FUSION_GRID, ExemplarMemory, best_fusion_weight, fuse
 from occlass.model.metrics import GridAccuracy, OccupationMetrics, valid_mask
 
 
@@ -25,7 +25,9 @@ class OccupationClassifier(L.LightningModule):
     """Bi-encoder over inputs and occupations. `categories` (from the DataModule's
     `categories`, or `Categories.from_taxonomy`) are the occupations it scores against;
     `exemplars` (the DataModule's training titles) the memory fused with them in evaluation,
-    with the weight that validation chooses (`fusion_weight` until it has).
+    with the weight that validation chooses (`fusion_weight` until it has). `levels` (the
+    DataModule's `levels`: the SOC 2018 structure, `occlass.data.soc`) give the accuracy at each
+    SOC level (major, minor, broad group, detailed occupation); None, no SOC-level accuracy.
 
     `hard_negatives_every`: every that many steps, the whole category matrix is re-encoded, and
     each input is also contrasted with every category of it that is not in the batch (all 1,016
@@ -36,10 +38,10 @@ class OccupationClassifier(L.LightningModule):
                  optimizer: Callable | None = None, warmup_ratio: float = 0.1,
                  top_k: int = 5, category_batch_size: int = 256, epoch_seed: int = 0,
                  exemplars: Exemplars | None = None, fusion_weight: float = 0.5,
-                 hard_negatives_every: int | None = 50):
+                 hard_negatives_every: int | None = 50, levels: list[Level] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "categories", "loss", "optimizer",
-                                          "exemplars"])
+                                          "exemplars", "levels"])
         self.encoder = encoder
         # Mean pooling leaves the HF pooler (BERT, MPNet) without gradients: frozen, DDP does
         # not wait for them.
@@ -56,10 +58,10 @@ class OccupationClassifier(L.LightningModule):
         self.register_buffer("fusion_weight", torch.tensor(float(fusion_weight)))
         self.grid_accuracy = GridAccuracy(len(FUSION_GRID))
         self._val_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        levels = {level: level_ids(categories.codes, level) for level in SOC_LEVELS
-                  if level != "onet"}
+        groups = {level.name: level.of_code.tolist() for level in reversed(levels or [])
+                  if level.name != "onet"}  # major, minor, broad, detailed
         self.metrics = nn.ModuleDict({
-            stage: OccupationMetrics(len(categories), levels, top_k) for stage in ("val", "test")
+            stage: OccupationMetrics(len(categories), groups, top_k) for stage in ("val", "test")
         })
 
     # -- training ---------------------------------------------------------------------------
@@ -88,35 +90,42 @@ class OccupationClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- category cache ---------------------------------------------------------------------
-    def refresh_category_cache(self) -> CategoryCache:
-        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe."""
-        identity = cache_identity(self.categories, self.encoder)
+    def refresh_category_cache(self, fp32: bool = False) -> CategoryCache:
+        """Rebuild the cache unless it was built from these very weights, taxonomy and recipe,
+        in this precision (the trainer's; with `fp32`, fp32 as prediction serves)."""
+        identity = {**cache_identity(self.categories, self.encoder),
+                    "precision": self._precision_name(fp32)}
         if self.category_cache is None or self.category_cache.identity != identity:
-            embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id)
+            embeddings = self._encode_sharded(self.categories.token_ids, self.categories.pad_id,
+                                              fp32)
             self.category_cache = CategoryCache(embeddings, list(self.categories.codes), identity)
         return self.category_cache
 
-    def refresh_memory(self) -> ExemplarMemory | None:
-        """Re-encode the exemplars unless they were encoded with these very weights."""
+    def refresh_memory(self, fp32: bool = False) -> ExemplarMemory | None:
+        """Re-encode the exemplars unless they were encoded with these very weights, in this
+        precision (the trainer's; with `fp32`, fp32)."""
         if self.exemplars is None:
             return None
-        identity = {"weights": weights_fingerprint(self.encoder)}
+        identity = {"weights": weights_fingerprint(self.encoder),
+                    "precision": self._precision_name(fp32)}
         if self.memory is None or self.memory.identity != identity:
-            embeddings = self._encode_sharded(self.exemplars.token_ids, self.categories.pad_id)
+            embeddings = self._encode_sharded(self.exemplars.token_ids, self.categories.pad_id,
+                                              fp32)
             labels = torch.tensor(self.exemplars.labels, device=embeddings.device)
             self.memory = ExemplarMemory(embeddings, labels, self.exemplars.titles,
                                          len(self.categories), identity)
         return self.memory
 
     @torch.no_grad()
-    def _encode_sharded(self, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-        """Embeddings of `ids` (eval mode, the trainer's precision). Under DDP each rank encodes
-        a slice and the slices are gathered, so the work is not repeated and every rank holds
-        the same matrix."""
+    def _encode_sharded(self, ids: list[list[int]], pad_id: int,
+                        fp32: bool = False) -> torch.Tensor:
+        """Embeddings of `ids` (eval mode, the trainer's precision, or fp32). Under DDP each
+        rank encodes a slice and the slices are gathered, so the work is not repeated and every
+        rank holds the same matrix."""
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         per_rank = -(-len(ids) // world)
         mine = ids[self.global_rank * per_rank:(self.global_rank + 1) * per_rank]
-        with self._precision():
+        with self._precision(fp32):
             embeddings = self.encoder.encode_ids(mine, pad_id, self.hparams.category_batch_size)
         if world > 1:
             padded = torch.zeros(per_rank, embeddings.shape[1], device=embeddings.device)
@@ -124,12 +133,23 @@ class OccupationClassifier(L.LightningModule):
             embeddings = self.all_gather(padded).reshape(world * per_rank, -1)[:len(ids)]
         return embeddings
 
-    def _precision(self):
-        """The trainer's precision context (autocast), or none outside a Trainer."""
+    def _precision(self, fp32: bool = False):
+        """The trainer's precision context (autocast), or none outside a Trainer; with `fp32`,
+        autocast off (inside the trainer's own context too): the precision prediction serves."""
+        if fp32:
+            return torch.autocast(self.device.type, enabled=False)
         try:
             return self.trainer.precision_plugin.forward_context()
         except RuntimeError:  # not attached to a Trainer
             return nullcontext()
+
+    def _precision_name(self, fp32: bool = False) -> str:
+        """The precision the caches are encoded in: the trainer's (`bf16-mixed`, ...), or fp32
+        (`32-true`, as outside a Trainer)."""
+        try:
+            return "32-true" if fp32 else str(self.trainer.precision)
+        except RuntimeError:  # not attached to a Trainer
+            return "32-true"
 
     def similarities(self, title: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
                                                                      torch.Tensor | None]:
@@ -153,16 +173,21 @@ class OccupationClassifier(L.LightningModule):
                                                       float(self.fusion_weight))
 
     # -- evaluation -------------------------------------------------------------------------
-    def _refresh(self) -> None:
-        self.refresh_category_cache()
-        self.refresh_memory()
+    # Validation (which chooses: checkpoints, the fusion weight) runs in the trainer's precision;
+    # the test split is measured in fp32, as prediction serves (the caches too), so report.md's
+    # figures are the served model's.
+    def refresh(self, fp32: bool = False) -> None:
+        """The category cache and the memory for these weights, in the trainer's precision or
+        in fp32."""
+        self.refresh_category_cache(fp32)
+        self.refresh_memory(fp32)
 
     def on_validation_epoch_start(self) -> None:
-        self._refresh()
+        self.refresh()
         self._val_scores = []
 
     def on_test_epoch_start(self) -> None:
-        self._refresh()
+        self.refresh(fp32=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         category, exemplar = self.similarities(batch["title"])
@@ -179,7 +204,8 @@ class OccupationClassifier(L.LightningModule):
         self._val_scores.append((category[measure], exemplar[measure], batch["codes"][measure]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.metrics["test"].update(self.score(batch["title"]), batch["codes"])
+        with self._precision(fp32=True):
+            self.metrics["test"].update(self.score(batch["title"]), batch["codes"])
 
     def _log_metrics(self, stage: str) -> None:
         values = self.metrics[stage].compute()
@@ -190,7 +216,7 @@ class OccupationClassifier(L.LightningModule):
         if self._val_scores:  # choose the fusion weight, then measure with it
             accuracy = self.grid_accuracy.compute()
             self.grid_accuracy.reset()
-            self.fusion_weight.fill_(FUSION_GRID[int(accuracy.argmax())])
+            self.fusion_weight.fill_(best_fusion_weight(accuracy))
             for category, exemplar, codes in self._val_scores:
                 self.metrics["val"].update(fuse(category, exemplar, float(self.fusion_weight)),
                                            codes)

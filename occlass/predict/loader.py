@@ -200,6 +200,14 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
                                    info.max_input_length)
     if info.description_weight is not None:
         parts.description_weight = info.description_weight
+    else:
+        log.warning("%s chose no description weight (no validation split, or no pseudo-ads to "
+                    "choose it on): a description's category similarity weighs %s, the default",
+                    run_dir, DESCRIPTION_WEIGHT)
+    if info.calibration is None and info.confidence is None:
+        log.warning("%s has no calibrator and no confidence model (no validation split: "
+                    "data.holdout=none): predictions carry no calibrated confidence and no "
+                    "needs_review", run_dir)
     if info.calibration is not None:
         parts.calibrator = Calibrator.from_dict(info.calibration)
     if info.confidence is not None:

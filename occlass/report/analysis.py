@@ -32,7 +32,7 @@ from occlass.model.confidence import (
     signals,
 )
 from occlass.model.memory import ExemplarMemory, build_memory, fuse
-from occlass.predict.loader import RunParts
+from occlass.predict.loader import DESCRIPTION_WEIGHT, RunParts
 from occlass.predict.predictor import Predictor
 from occlass.report.error_report import load_related, write_error_report
 from occlass.runs import write_atomic
@@ -71,6 +71,9 @@ def choose_description_weight(predictor: Predictor, val, taxonomy: Taxonomy, n_t
                           taxonomy.tasks, seed=0, category_n_tasks=n_tasks)
     keep = [i for i, ad in enumerate(ads) if ad]
     if not keep:
+        log.warning("no validation title has task statements for a pseudo-ad: no description "
+                    "weight chosen (prediction weighs descriptions %s, its default)",
+                    DESCRIPTION_WEIGHT)
         return None
     title, description = predictor.score_parts([val["title"].iloc[i] for i in keep],
                                                [ads[i] for i in keep])

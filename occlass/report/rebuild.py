@@ -23,7 +23,8 @@ from occlass.report.error_report import load_related, write_error_report
 def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
     """Measure the run again from its encoder, with its training titles as the memory: the
     description weight, calibrator and confidence model (chosen on validation, written into
-    run.json) and the test predictions."""
+    run.json with the version of the code that refit it) and the test predictions."""
+    code = runs.code_version()
     info = runs.RunInfo.load(run_dir)
     taxonomy = load_taxonomy(data_dir, info.recipe)
     examples = split_examples(info.config["data"], data_dir, taxonomy)
@@ -35,7 +36,8 @@ def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
                                         info.config.get("target_precision", DEFAULT_TARGET))
     info = dataclasses.replace(info, description_weight=weight,
                                calibration=None if calibrator is None else calibrator.to_dict(),
-                               confidence=None if model is None else model.to_dict())
+                               confidence=None if model is None else model.to_dict(),
+                               refits=[*info.refits, code])
     info.save(run_dir)
     return info
 

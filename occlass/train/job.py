@@ -26,7 +26,7 @@ from occlass.errors import OcclassError
 from occlass.model.category_cache import build_category_cache, weights_fingerprint
 from occlass.model.memory import ExemplarMemory, build_memory
 from occlass.model.metrics import report_table
-from occlass.predict.loader import RunParts
+from occlass.predict.loader import DESCRIPTION_WEIGHT, RunParts
 from occlass.predict.predictor import Predictor
 from occlass.report.analysis import analyse
 from occlass.report.error_report import REPORT_FILE as ERROR_REPORT
@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> float:
     if cfg.ckpt_path and not trusted:
         check_checkpoint(cfg.ckpt_path)
     quiet_lightning()
+    code = runs.code_version()  # the code that trains this run, as it is when training starts
     L.seed_everything(cfg.seed, workers=True)
     if threads:
         torch.set_num_threads(threads)
@@ -96,7 +97,7 @@ def train(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     exemplars = datamodule.exemplars() if cfg.get("exemplar_memory", True) else None
     model = instantiate(cfg.model, _partial_=True)(categories=datamodule.categories,
-                                                   exemplars=exemplars)
+                                                   exemplars=exemplars, levels=datamodule.levels)
     if optimized.removeprefix("val/") not in model.metrics["val"].names:
         raise OcclassError(f"optimized_metric={optimized} is not a metric of this model; choose "
                            "one of " + ", ".join(f"val/{n}" for n in model.metrics["val"].names))
@@ -133,9 +134,11 @@ def train(cfg: DictConfig) -> float:
         state = torch.load(best_path, map_location=model.device, weights_only=True)
         model.load_state_dict(state["state_dict"])
     after = (trainer.test(model, datamodule=datamodule, verbose=False)[0] if has_test
-             else None)
+             else None)  # in fp32, as prediction serves (the module's test stage)
+    if has_val:  # what export fits the calibrator and confidence with: fp32 caches (every rank)
+        model.refresh(fp32=True)
     if trainer.is_global_zero:
-        export(out, model, datamodule, cfg, before, after, best, untrained)
+        export(out, model, datamodule, cfg, before, after, best, untrained, code)
         for logger in mlflow:
             for name in (runs.REPORT_FILE, runs.METRICS_FILE):
                 logger.experiment.log_artifact(logger.run_id, str(out / name))
@@ -226,7 +229,8 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
 
 
 def evaluation_predictor(model, datamodule) -> Predictor:
-    """The trained model as prediction uses it, with the training titles' memory only."""
+    """The trained model as prediction uses it (fp32: the caches `model.refresh(fp32=True)`
+    built, titles encoded outside autocast), with the training titles' memory only."""
     return Predictor(RunParts(model.encoder, datamodule.tokenizer, datamodule.taxonomy,
                               model.category_cache, datamodule.hparams.max_input_length,
                               memory=model.memory, fusion_weight=float(model.fusion_weight)))
@@ -244,9 +248,11 @@ def _strip(metrics: dict | None, names: list[str]) -> dict | None:
 
 
 def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
-           after: dict | None, best: float, untrained: bool = False) -> None:
+           after: dict | None, best: float, untrained: bool = False,
+           code: dict | None = None) -> None:
     """Write the exported encoder, the category cache, the exemplar memory (every title, of
-    every split), metrics.json, run.json and report.md."""
+    every split), metrics.json, run.json (with `code`, the version of the code that trained it)
+    and report.md."""
     names = model.metrics["test"].names
     before, after = _strip(before, names), _strip(after, names)
     model.encoder.save_pretrained(out / runs.ENCODER_DIR)
@@ -264,6 +270,12 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
                   datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
         fusion_weight = round(float(model.fusion_weight), 6)
+    if calibrator is None:
+        log.warning("no validation split (data.holdout=none): the run has no calibrator and no "
+                    "confidence model (its predictions carry no needs_review) and no description "
+                    "weight (prediction weighs descriptions %s, its default)%s", DESCRIPTION_WEIGHT,
+                    "" if fusion_weight is None else
+                    f"; the fusion weight is the configured one, {fusion_weight}")
     taxonomy, hp = datamodule.taxonomy, datamodule.hparams
     runs.RunInfo(
         taxonomy_version=taxonomy.version, taxonomy_fingerprint=taxonomy.fingerprint,
@@ -272,7 +284,7 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
         base_model=model.encoder.name, config=OmegaConf.to_container(cfg, resolve=True),
         fusion_weight=fusion_weight, description_weight=description_weight,
         calibration=None if calibrator is None else calibrator.to_dict(),
-        confidence=None if confidence is None else confidence.to_dict(),
+        confidence=None if confidence is None else confidence.to_dict(), code=code,
     ).save(out)
     write_sentence_transformers_config(out / runs.ENCODER_DIR, hp.max_input_length)
     write_model_card(out / runs.ENCODER_DIR, base_model=model.encoder.name,
