@@ -90,3 +90,13 @@ def test_cpu_long_is_the_default_recipe_for_four_epochs():
         long = compose("train", overrides=["experiment=cpu-long"])
         default = compose("train", overrides=["trainer.max_epochs=4"])
     assert long.trainer.max_epochs == 4 and long == default
+
+
+def test_cpu_trainer_precision_follows_the_processor(monkeypatch):
+    """bf16-mixed only where the CPU has bf16 instructions; emulated bf16 is several times
+    slower than fp32, so other CPUs train in 32-true."""
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            assert compose("train").trainer.precision == expected
