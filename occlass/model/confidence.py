@@ -305,13 +305,16 @@ class KindOut:
     held_out: np.ndarray
     left_out: np.ndarray
 
-    def precision(self, correct: np.ndarray, target: float) -> tuple[float, float]:
-        """The left-out rows' precision (1.0 if none is coded) and coverage with thresholds
-        chosen for `target` on the other kinds' held-out rows."""
-        level, right = accepted(self.left_out, correct[~self.others],
-                                level_thresholds(self.held_out, correct[self.others], target))
-        coded = level >= 0
-        return (float(right[coded].mean()) if coded.any() else 1.0), float(coded.mean())
+    def coded(self, correct: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
+        """The left-out rows' coded levels and whether they are right (`accepted`), with
+        thresholds chosen for `target` on the other kinds' held-out rows."""
+        return accepted(self.left_out, correct[~self.others],
+                        level_thresholds(self.held_out, correct[self.others], target))
+
+    def precision(self, correct: np.ndarray, target: float) -> float:
+        """The left-out rows' precision at `target` (`coded`); 1.0 if none is coded."""
+        level, right = self.coded(correct, target)
+        return float(right[level >= 0].mean()) if (level >= 0).any() else 1.0
 
 
 def kinds_left_out(sig: Signals, correct: torch.Tensor, groups: np.ndarray, kinds: np.ndarray,
@@ -337,9 +340,29 @@ def worst_kind_target(left_out: dict[str, KindOut], correct: np.ndarray, target:
     titles) misses the target by several points: the miss is a shift between kinds, which
     leaving a kind out measures and a pooled bound cannot see."""
     for strict in np.round(np.arange(target, 1.0, 0.005), 3).tolist() + [1.0]:
-        if all(out.precision(correct, strict)[0] >= target for out in left_out.values()):
+        if all(out.precision(correct, strict) >= target for out in left_out.values()):
             return strict
     return 1.0
+
+
+def leave_one_kind_out(sig: Signals, correct: torch.Tensor, groups: np.ndarray,
+                       kinds: np.ndarray, target: float, folds: int = FOLDS,
+                       seed: int = 0) -> dict[str, dict]:
+    """Per kind, fitted on the other kinds only: its rows' coded levels and rightness
+    (`accepted`) with thresholds for `target` chosen as a pooled point estimate ("pooled") and
+    at the other kinds' own `worst_kind_target` ("worst kind", with that target as "strict"):
+    how each rule fares on a kind of input it was not fitted on."""
+    hits = correct.numpy()
+    result = {}
+    for kind, out in kinds_left_out(sig, correct, groups, kinds, folds, seed).items():
+        rest = torch.from_numpy(out.others)
+        inner = (kinds_left_out(sig.take(rest), correct[rest], groups[out.others],
+                                kinds[out.others], folds, seed)
+                 if len(set(kinds[out.others].tolist())) > 1 else {})
+        strict = worst_kind_target(inner, hits[out.others], target) if inner else target
+        result[kind] = {"pooled": out.coded(hits, target),
+                        "worst kind": out.coded(hits, strict), "strict": strict}
+    return result
 
 
 def fit_confidence(sig: Signals, correct: torch.Tensor, groups: np.ndarray, temperature: float,

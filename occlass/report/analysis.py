@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from occlass import runs
-from occlass.data.examples import reported_for_fitting
+from occlass.data.examples import exemplars_of, reported_for_fitting
 from occlass.data.fit_noise import fit_noise
 from occlass.data.postings import pseudo_postings
 from occlass.data.soc import LEVELS, Level, load_levels
@@ -36,7 +36,8 @@ from occlass.model.confidence import (
     level_groups,
     signals,
 )
-from occlass.model.memory import ExemplarMemory, fuse
+from occlass.model.memory import ExemplarMemory, build_memory, fuse
+from occlass.predict.loader import RunParts
 from occlass.predict.predictor import Predictor
 from occlass.report.error_report import load_related, write_error_report
 from occlass.runs import write_atomic
@@ -62,6 +63,13 @@ def valid_codes(codes: list[list[int]], n_codes: int) -> torch.Tensor:
     for row, cs in enumerate(codes):
         valid[row, cs] = True
     return valid
+
+
+def training_memory(parts: RunParts, examples: pd.DataFrame) -> ExemplarMemory:
+    """The run's encoder over the training titles only (as the accuracy bench measures)."""
+    exemplars = exemplars_of(examples, ("train",), parts.tokenizer, parts.max_input_length)
+    return build_memory(parts.encoder, exemplars, len(parts.taxonomy),
+                        parts.tokenizer.pad_token_id, {})
 
 
 def evaluated(examples: pd.DataFrame) -> pd.Series:
