@@ -198,7 +198,7 @@ def reported_for_fitting(examples: pd.DataFrame, seed: int = 0) -> pd.Series:
     evaluation half): half of its groups, by a seeded hash, so a group is in one half. The
     fitting half is one of the kinds the confidence model is fitted on (never trained on); the
     evaluation half is what reported figures use."""
-    groups = examples["group"] if "group" in examples else examples["key"]
+    groups = examples["group"] if "group" in examples else examples["title"]
     half = [hashlib.sha256(f"reported half:{seed}:{g}".encode()).digest()[0] < 128
             for g in groups]
     return (examples["split"] == "reported") & pd.Series(half, index=examples.index)
