@@ -180,9 +180,10 @@ def kind_out_section(kinds) -> str:
     """The leave-one-kind-out table: per kind left out and target, the share coded and how many
     of them are right under each rule, with the precision per level."""
     sig, correct, groups, names = concat(kinds)
-    lines = ["| kind left out | rows | target | pooled rule: coded (right) | worst-kind rule: "
-             "coded (right) | its stricter target | right per level, worst-kind rule "
-             "(O*NET / SOC / broad / minor / major) |", "|---|---:|---:|---:|---:|---:|---|"]
+    header = ("| kind left out | rows | target | pooled rule: coded (right) | worst-kind rule: "
+              "coded (right) | its stricter target | right per level, worst-kind rule "
+              "(O*NET / SOC / broad / minor / major) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---|"]
     for target in TARGETS:
         result = leave_one_kind_out(sig, correct, groups, names, target)
         for kind, r in result.items():

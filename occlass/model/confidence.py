@@ -148,10 +148,11 @@ def level_correct(valid: torch.Tensor, answer: torch.Tensor,
     return torch.stack(columns, dim=1)
 
 
-def _inputs(sig: Signals, level: int, widths: tuple[int, int] | list[int] = (
-        len(SIGNALS), len(LEVEL_SIGNALS))) -> torch.Tensor:
-    """A level's inputs: the first `widths` of the shared and the level's own signals."""
-    return torch.cat([sig.base[:, :widths[0]], sig.level[:, level, :widths[1]]], dim=1).double()
+def _inputs(sig: Signals, level: int, widths: list[int] | None = None) -> torch.Tensor:
+    """A level's inputs: the first `widths` (None: all) of the shared and the level's own
+    signals."""
+    base, own = widths or (len(SIGNALS), len(LEVEL_SIGNALS))
+    return torch.cat([sig.base[:, :base], sig.level[:, level, :own]], dim=1).double()
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list]:
