@@ -252,7 +252,7 @@ def test_fitting_and_evaluated_ads_share_no_task_nor_template():
     evaluated = pseudo_postings(titles, codes, TASKS, seed=0)
     fitting = pseudo_postings(titles, codes, TASKS, seed=0, fitting=True,
                               related={"15-1252.00": ["15-1211.00"]})
-    for code, all_tasks in TASKS.items():
+    for all_tasks in TASKS.values():
         tasks = posting_tasks(all_tasks, 3)
         mine, theirs = task_half(tasks, fitting=True), task_half(tasks, fitting=False)
         assert mine and theirs and not set(mine) & set(theirs)
