@@ -7,7 +7,8 @@ Sets (from the run's own data config and split):
   fusion weight, and all of them the description weight and the calibrator (so val is optimistic);
 - test: the test-split titles (never trained on, never used to choose anything);
 - reported: O*NET's reported titles that only workers reported (the "reported" split, kept out
-  of training and out of the evaluation memory): the closest stand-in for real inputs;
+  of training and out of the evaluation memory), its evaluation half (the other half fits the
+  confidence model): the closest stand-in for real inputs;
 - noisy (seen): the test titles made noisy by `bench/noisy_copy.py`'s "seen" rules (other code,
   same kinds as the training augmentation): inverted, abbreviated, levels, suffixes, casing, typos;
 - noisy (unseen): the test titles made noisy by its "unseen" rules, kinds the training never
@@ -39,7 +40,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from occlass import runs
 from occlass.data.categories import Categories
-from occlass.data.examples import Exemplars, split_examples
+from occlass.data.examples import Exemplars, reported_for_fitting, split_examples
 from occlass.data.postings import pseudo_postings
 from occlass.data.soc import LEVELS, load_levels
 from occlass.data.taxonomy import Taxonomy
@@ -57,7 +58,9 @@ SETS = ("val", "test", "reported", "noisy (seen)", "noisy (unseen)", "postings")
 def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int = 1):
     """The training titles (with codes) and each evaluation set: (titles, descriptions, codes)."""
     examples = split_examples(info.config["data"], data_dir, taxonomy)
-    part = {s: examples[examples["split"] == s] for s in ("train", "val", "test", "reported")}
+    part = {s: examples[examples["split"] == s] for s in ("train", "val", "test")}
+    part["reported"] = examples[(examples["split"] == "reported")
+                                & ~reported_for_fitting(examples)]
     test = part["test"]
     codes = [taxonomy.codes[c[0]] for c in test["codes"]]
     ads = pseudo_postings(list(test["title"]), codes, taxonomy.tasks, seed=seed,

@@ -1,16 +1,22 @@
 """Trust figures of a run, written to BENCHMARKS.md: what the confidence keeps of its promise
-on four kinds of input, old (temperature + top-label calibrator) against new (the confidence
-model, with back-off to SOC groups), and what corrections do without retraining.
+on kinds of input, old (temperature + top-label calibrator) against new (the confidence model,
+with back-off to SOC groups), and what corrections do without retraining.
 
     .venv/bin/python bench/review.py --run RUN_DIR [--data-dir data/onet-29.3]
 
-Sets as `bench/accuracy.py` makes them (test, reported, noisy: unseen noise, pseudo ads of the
-test titles with their text), scored with the training titles' memory as the Predictor scores
-them (`occlass.report.analysis.score_kind`). Per set: the rows each confidence accepts at the
-run's own thresholds (chosen on validation) and how many of them are right (at the level given);
-the expected calibration error of the top-1 confidence; and the coverage at 0.90 and 0.95
-precision with thresholds chosen on the set itself (how well each confidence ranks rows, not a
-promise). A run without a confidence model: `python -m occlass.report RUN --refit` fits one.
+Sets as `bench/accuracy.py` makes them (test, the reported titles' evaluation half, noisy: seen
+and unseen noise, pseudo ads of the test titles with their text), scored as the Predictor scores
+them (`occlass.report.analysis.score_kind`) with the memory the confidence model was fitted with
+(the served memory less the evaluation titles, `lookup_memory`). Per set: the rows each
+confidence accepts at the run's own thresholds and how many of them are right (at the level
+given); the expected calibration error of the top-1 confidence; and the coverage at 0.90 and
+0.95 precision with thresholds chosen on the set itself (how well each confidence ranks rows, not
+a promise). Then leave-one-kind-out on the kinds the model is fitted on (validation titles, the
+reported titles' fitting half, fitting noise, fitting ads): each kind scored by a model fitted on
+the others, its thresholds chosen on the others by the old rule (the pooled point estimate) and
+by the served rule (`worst_kind_target`); and how much higher the exemplar similarities run in
+the served memory than in the fitting one. A run without a confidence model, or fitted before
+these kinds: `python -m occlass.report RUN --refit`.
 
 Corrections: the titles of half of a split's leak-free groups (seeded; a group holds a title
 and its surface twins, `occlass.data.examples`, so no twin of a corrected title counts as
@@ -27,6 +33,7 @@ so), then reported on test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import tempfile
 import time
@@ -44,10 +51,23 @@ from occlass.data.soc import LEVELS
 from occlass.data.taxonomy import Taxonomy
 from occlass.errors import OcclassError
 from occlass.model.calibration import Calibrator, expected_calibration_error, review_threshold
-from occlass.model.confidence import ConfidenceModel, choose_level, level_thresholds
+from occlass.model.confidence import (
+    ConfidenceModel,
+    choose_level,
+    leave_one_kind_out,
+    level_thresholds,
+)
 from occlass.predict.loader import load_corrections, load_run, load_taxonomy
 from occlass.predict.predictor import CORRECTION_THRESHOLD, Predictor
-from occlass.report.analysis import score_kind, training_memory
+from occlass.report.analysis import (
+    concat,
+    fitting_kinds,
+    groups_of,
+    lookup_memory,
+    score_kind,
+    training_memory,
+)
+from occlass.report.error_report import load_related
 
 TARGETS = (0.9, 0.95)
 CORRECTION_THRESHOLDS = (0.85, 0.88, 0.9, 0.92, 0.95)
@@ -218,6 +238,48 @@ def corrections_section(effects: dict[float, dict], best: float | None,
         "from wrong to right. ")
 
 
+def kind_out_section(kinds) -> str:
+    """The leave-one-kind-out table: per kind left out and target, the share coded and how many
+    of them are right under each rule, with the precision per level."""
+    sig, correct, groups, names = concat(kinds)
+    header = ("| kind left out | rows | target | pooled rule: coded (right) | worst-kind rule: "
+              "coded (right) | its stricter target | right per level, worst-kind rule "
+              "(O*NET / SOC / broad / minor / major) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---|"]
+    for target in TARGETS:
+        result = leave_one_kind_out(sig, correct, groups, names, target)
+        for kind, r in result.items():
+            rows = names == kind
+            cells = []
+            for rule in ("pooled", "worst kind"):
+                level, right = r[rule]
+                cells.append(accepted(level >= 0, right))
+            level, right = r["worst kind"]
+            per_level = " / ".join(f"{right[level == j].mean():.3f}" if (level == j).any()
+                                   else "–" for j in range(len(LEVELS)))
+            lines.append(f"| {kind} | {rows.sum():,} | {target:g} | {cells[0]} | {cells[1]} | "
+                         f"{r['strict']:g} | {per_level} |")
+            print("left out", kind, target, cells, r["strict"], flush=True)
+    return "\n".join(lines)
+
+
+def exemplar_shift(parts, examples, training, lookup, served) -> str:
+    """Mean best exemplar similarity of the test titles in the training titles' memory, the
+    fitting memory, and the served memory with each title's group left out (as at serving)."""
+    test = examples[examples["split"] == "test"]
+    group = dict(zip(examples["title"], groups_of(examples)))
+    served.groups = [group.get(t, f"(not a title: {t})") for t in served.titles]
+    means = []
+    for memory, leave_out in ((training, None), (lookup, None), (served, groups_of(test))):
+        scorer = Predictor(dataclasses.replace(parts, memory=memory))
+        exemplar = scorer.similarities(list(test["title"]), scorer.max_input_length,
+                                       leave_out=leave_out)[1]
+        means.append(exemplar.max(dim=1).values.mean().item())
+    return (f"Mean best exemplar similarity of the {len(test):,} test titles: {means[0]:.4f} "
+            f"in the training titles' memory, {means[1]:.4f} in the fitting memory, "
+            f"{means[2]:.4f} in the served memory with each title's group left out.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, type=Path)
@@ -236,10 +298,14 @@ def main() -> None:
     taxonomy = load_taxonomy(args.data_dir, info.recipe)
     examples = split_examples(info.config["data"], args.data_dir, taxonomy)
     parts = load_run(args.run, args.data_dir)
+    served = parts.memory
+    lookup = lookup_memory(served, examples)
+    scorer = Predictor(dataclasses.replace(parts, memory=lookup))  # as the model was fitted
     parts.memory = training_memory(parts, examples)
     predictor = Predictor(parts)
     calibrator, model = Calibrator.from_dict(info.calibration), parts.confidence_model
-    _, sets = load_sets(info, args.data_dir, Taxonomy.load(args.data_dir, with_tasks=True))
+    with_tasks = Taxonomy.load(args.data_dir, with_tasks=True)
+    _, sets = load_sets(info, args.data_dir, with_tasks)
     cells = {}
     for name in SETS[1:]:  # not val: the confidence was fitted there
         titles, descriptions, codes = sets[name]
@@ -249,10 +315,16 @@ def main() -> None:
             rows = sorted(random.Random(args.seed).sample(range(len(titles)), args.limit))
             titles, codes = [titles[i] for i in rows], [codes[i] for i in rows]
             descriptions = descriptions and [descriptions[i] for i in rows]
-        kind = score_kind(predictor, titles, codes, model.temperature, parts.levels,
-                          descriptions, predictor.description_weight)
+        kind = score_kind(scorer, titles, codes, model.temperature, parts.levels,
+                          descriptions, scorer.description_weight)
         cells[name] = measure(kind, calibrator, model)
         print(name, cells[name], flush=True)
+    kinds = fitting_kinds(scorer, examples, with_tasks, info.n_tasks, model.temperature,
+                          parts.levels, info.description_weight, load_related(args.data_dir),
+                          limit=args.limit or 2000)
+    left_out = kind_out_section(kinds)
+    shift = exemplar_shift(parts, examples, parts.memory, lookup, served)
+    print(shift, flush=True)
     effects = {}
     for threshold in CORRECTION_THRESHOLDS:  # chosen on validation
         predictor.correction_threshold = threshold
@@ -273,12 +345,19 @@ def main() -> None:
                    f"confidence model, run target {model.target:g}; both fitted on validation); "
                    f"correction threshold {predictor.correction_threshold}; seed {args.seed}",
                    at_start, {f"`{args.run}`": info})
-        + "\nEach set scored with the training titles' memory. Accepted rows at the run's own "
+        + "\nEach set scored with the served memory less the evaluation titles (the memory "
+        "the confidence model was fitted with). Accepted rows at the run's own "
         "thresholds, as `needs_review=false` gives them (share of rows, and how many of them "
         "are right at the level given): old, the top-label calibrator (top-1 only); new, "
         "`pred_code_1` alone (`confidence` at the O*NET level's threshold) and with back-off "
         "to the finest SOC level that qualifies (`coded_level`); ECE of the top-1 confidence "
         "(15 bins):\n\n" + confidence_section(cells) + "\n\n"
+        "Leave-one-kind-out: each kind the confidence model is fitted on, scored by a model "
+        "fitted on the other kinds, with thresholds chosen on the other kinds' held-out rows "
+        "for the target as a pooled point estimate (the old rule) and at the stricter target "
+        "at which every one of those kinds, itself left out, reaches the target (the served "
+        "rule); coded share (how many of them right):\n\n" + left_out + "\n\n"
+        + shift + "\n\n"
         + corrections_section(effects, best, args.threshold, test)
         + f"Wall time {time.time() - started:.0f} s.\n")
     print(body)

@@ -15,7 +15,7 @@ from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 
 from occlass import runs
-from occlass.data.examples import split_examples
+from occlass.data.examples import reported_for_fitting, split_examples
 from occlass.data.soc import LEVELS
 from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import load_tokenizer
@@ -25,7 +25,12 @@ from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory, fuse
 from occlass.predict.loader import load_corrections, load_run
 from occlass.predict.predictor import Predictor
-from occlass.report.analysis import fit_confidence_model, score_kind, validation_kinds
+from occlass.report.analysis import (
+    fit_confidence_model,
+    fitting_kinds,
+    lookup_memory,
+    score_kind,
+)
 from occlass.report.rebuild import rebuild
 
 TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
@@ -166,20 +171,26 @@ def test_the_exported_encoder_loads_in_sentence_transformers_with_the_same_embed
     assert (theirs - ours).abs().max() < 1e-5
 
 
-def test_the_model_is_fitted_on_clean_noisy_and_ad_rows_of_validation(predictor, run_dir,
-                                                                     tiny_onet):
-    """Validation titles as they are, noised, and as pseudo ads (n_tasks=0 leaves the tiny
-    release's second task statement for the ads); a title's variants share its index, so they
+def test_the_model_is_fitted_on_clean_reported_noisy_and_ad_rows(run_dir, tiny_onet):
+    """Validation titles as they are, the reported titles' fitting half, validation titles
+    noised and as pseudo ads (two more task statements per occupation leave one for the fitting
+    ads), each looked up with its group left out; a title's variants share its group, so they
     share a fold."""
     info = runs.RunInfo.load(run_dir)
     taxonomy = Taxonomy.load(tiny_onet, with_tasks=True)
+    for code, tasks in taxonomy.tasks.items():
+        tasks += [f"Third task of {code}.", f"Fourth task of {code}."]
     examples = split_examples(info.config["data"], tiny_onet, taxonomy)
     val = examples[examples["split"] == "val"]
-    levels = load_run(run_dir, tiny_onet).levels
-    kinds = validation_kinds(predictor, val, taxonomy, 0, 0.05, levels, 0.5)
-    assert list(kinds) == ["clean", "noisy", "ads"]
-    for name, kind in kinds.items():
-        assert list(kind.title) == list(range(len(val)))
+    parts = load_run(run_dir, tiny_onet)
+    parts.memory = lookup_memory(parts.memory, examples)
+    kinds = fitting_kinds(Predictor(parts), examples, taxonomy, 0, 0.05, parts.levels, 0.5)
+    assert list(kinds) == ["clean", "reported", "noisy", "ads"]
+    assert list(kinds["reported"].group) == list(
+        examples["group"][reported_for_fitting(examples)])
+    for name in ("clean", "noisy", "ads"):
+        kind = kinds[name]
+        assert list(kind.group) == list(val["group"])
         assert kind.signals.base[:, SIGNALS.index("has a description")].tolist() == [
             float(name == "ads")] * len(val)
     assert not torch.equal(kinds["clean"].signals.base, kinds["noisy"].signals.base)

@@ -221,6 +221,17 @@ def assign_splits(examples: pd.DataFrame, val_fraction: float, test_fraction: fl
     return split
 
 
+def reported_for_fitting(examples: pd.DataFrame, seed: int = 0) -> pd.Series:
+    """Where a row is in the fitting half of the "reported" split (the rest of it is the
+    evaluation half): half of its groups, by a seeded hash, so a group is in one half. The
+    fitting half is one of the kinds the confidence model is fitted on (never trained on); the
+    evaluation half is what reported figures use."""
+    groups = examples["group"] if "group" in examples else examples["title"]
+    half = [hashlib.sha256(f"reported half:{seed}:{g}".encode()).digest()[0] < 128
+            for g in groups]
+    return (examples["split"] == "reported") & pd.Series(half, index=examples.index)
+
+
 def summarize(pairs: pd.DataFrame, examples: pd.DataFrame) -> str:
     """Markdown tables: pairs per source, and examples/pairs/codes per split."""
     lines = ["| source | pairs |", "|---|---:|"]

@@ -1,14 +1,18 @@
-"""Pseudo job postings for evaluation: an occupation's unused task statements in ad boilerplate.
+"""Pseudo job postings: an occupation's unused task statements in ad boilerplate.
 
 Training's category texts use the first task statements of each occupation; a posting draws its
 responsibilities only from the second half of the list, so it tells the model nothing it was
-trained on. The boilerplate around them names no occupation.
+trained on. The boilerplate around them names no occupation. Two disjoint styles: evaluated
+ads (`EVALUATED` templates, every other of those tasks from the first) and the ads the
+confidence model is fitted on (`FITTING` templates, the other tasks), which can be made harder
+with tasks of a related occupation and duties any job has.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 BLURBS = [
     ("We are a family-owned company that has served our community for more than 40 years. "
@@ -85,6 +89,80 @@ REQUIREMENTS = [
 
 BULLETS = ("- ", "• ", "* ", "")
 
+# The fitting ads' own boilerplate: none of its sentences or headers is in the evaluated ads.
+FIT_BLURBS = [
+    ("Headquartered downtown with satellite offices nearby, our firm has been trusted by local "
+     "families and businesses for three generations."),
+    ("We are an employee-owned cooperative: every team member shares in our success, and our "
+     "turnover is among the lowest in the industry."),
+    ("Backed by strong investors and growing quickly, we are building a team that likes to "
+     "solve hard problems together."),
+    ("Our organization operates around the clock, seven days a week, and we rely on dependable "
+     "people who take ownership of their shift."),
+    ("We serve customers in more than twenty countries and pride ourselves on a friendly, "
+     "multilingual and inclusive workplace."),
+    ("As a public agency, we are accountable to the residents we serve and offer the stability "
+     "of public service."),
+]
+FIT_BENEFITS = [
+    ("Competitive hourly rate, paid weekly, with shift differentials for evenings and "
+     "weekends."),
+    ("Medical plan from day one, employer-paid life insurance, a matched savings plan and "
+     "three weeks of paid leave."),
+    ("Annual raises, a yearly boot and tool allowance, and paid certification courses."),
+    ("Remote-friendly schedule, home office stipend, stock options and unlimited paid time "
+     "off."),
+    ("Defined-benefit retirement, public service loan forgiveness eligibility and a "
+     "four-day work week option."),
+]
+FIT_CLOSINGS = [
+    ("Qualified applicants of every background are welcome; we do not discriminate on any "
+     "basis prohibited by federal, state or local law."),
+    "Send your resume today; interviews are held on a rolling basis.",
+    ("Offers are contingent on reference checks. Accommodations in the hiring process are "
+     "available on request."),
+    "Ready to start? Apply online in five minutes; no cover letter needed.",
+]
+FIT_REQUIREMENTS = [
+    "Diploma, degree or relevant training.",
+    "{years} or more years doing similar work.",
+    "Comfortable with computers and common office software.",
+    "Able to lift 25 pounds and stand for long periods.",
+    "Reliable transportation and flexible availability.",
+    "Customer-focused attitude and a willingness to learn.",
+    "Fluency in a second language is a plus.",
+]
+GENERIC_DUTIES = [
+    "Follow all safety rules and company policies",
+    "Keep accurate records and complete required paperwork",
+    "Communicate clearly with supervisors, coworkers and customers",
+    "Attend training sessions and team meetings",
+    "Maintain a clean and organized work area",
+    "Perform other duties as assigned",
+]
+
+
+class Templates(NamedTuple):
+    """The boilerplate of one style of ad."""
+
+    blurbs: list[str]
+    benefits: list[str]
+    closings: list[str]
+    requirements: list[str]
+    duties: tuple[str, ...]        # headers of the task list
+    asks: tuple[str, ...]          # headers of the requirements
+    offers: tuple[str, ...]        # headers of the benefits ("" for none)
+    about: str                     # header of a blurb at the end
+
+
+EVALUATED = Templates(BLURBS, BENEFITS, EQUAL_OPPORTUNITY, REQUIREMENTS, ("Responsibilities:",),
+                      ("Requirements:", "Qualifications:"),
+                      ("Benefits:\n", "What we offer:\n", ""), "About us:\n")
+FITTING = Templates(FIT_BLURBS, FIT_BENEFITS, FIT_CLOSINGS, FIT_REQUIREMENTS,
+                    ("What you'll do:", "Key duties:", "In this role you will:"),
+                    ("You bring:", "Must have:"), ("Pay and perks:\n", "Why join us:\n", ""),
+                    "Who we are:\n")
+
 
 def posting_tasks(tasks: list[str], n_tasks: int = 3) -> list[str]:
     """The share of an occupation's task statements that training never uses: the second half
@@ -92,45 +170,80 @@ def posting_tasks(tasks: list[str], n_tasks: int = 3) -> list[str]:
     return list(tasks[max(n_tasks, len(tasks) // 2):])
 
 
-def pseudo_posting(title: str, tasks: list[str], rng: random.Random, n_tasks: int = 5) -> str:
+def task_half(tasks: list[str], fitting: bool) -> list[str]:
+    """The evaluated ads' share of `tasks` (every other one, from the first) or the fitting
+    ads' (the rest)."""
+    return list(tasks[1::2] if fitting else tasks[0::2])
+
+
+def pseudo_posting(title: str, tasks: list[str], rng: random.Random, n_tasks: int = 5,
+                   templates: Templates = EVALUATED) -> str:
     """An ad-like text around up to `n_tasks` of `tasks`, sampled and in random order.
 
-    A company blurb, "Responsibilities:" with the tasks as bullets, optional requirements, then
-    benefits and an equal-opportunity statement. `title` is not written into the text (the
-    caller passes it as the title column).
+    A company blurb, a header ("Responsibilities:") with the tasks as bullets, optional
+    requirements, then benefits and a closing (an equal-opportunity statement), in the
+    boilerplate of `templates`. `title` is not written into the text (the caller passes it as
+    the title column).
     """
     bullet = rng.choice(BULLETS)
     chosen = rng.sample(list(tasks), min(n_tasks, len(tasks)))
-    duties = "Responsibilities:\n" + "\n".join(
+    duties = rng.choice(templates.duties) + "\n" + "\n".join(
         bullet + task.strip().rstrip(".") + "." for task in chosen)
-    blurb = rng.choice(BLURBS)
+    blurb = rng.choice(templates.blurbs)
     parts = [duties]
     if rng.random() < 0.6:
         years = rng.randint(2, 5)
-        lines = rng.sample(REQUIREMENTS, rng.randint(1, 3))
-        header = rng.choice(("Requirements:", "Qualifications:"))
+        lines = rng.sample(templates.requirements, rng.randint(1, 3))
+        header = rng.choice(templates.asks)
         parts.append(header + "\n" + "\n".join(bullet + line.format(years=years)
                                                for line in lines))
     if rng.random() < 0.8:
         parts.insert(0, blurb)  # most ads open with the company, some close with it
     else:
-        parts.append("About us:\n" + blurb)
-    benefits = rng.choice(BENEFITS)
-    header = rng.choice(("Benefits:\n", "What we offer:\n", ""))
+        parts.append(templates.about + blurb)
+    benefits = rng.choice(templates.benefits)
+    header = rng.choice(templates.offers)
     parts.append(header + benefits)
-    parts.append(rng.choice(EQUAL_OPPORTUNITY))
+    parts.append(rng.choice(templates.closings))
     return "\n\n".join(parts)
 
 
+def _harder(own: list[str], related: list[list[str]], rng: random.Random,
+            n_tasks: int) -> list[str]:
+    """Up to `n_tasks` tasks, at least one the occupation's own; one or two of them (where
+    there is room) from one related occupation, and sometimes a duty any job has."""
+    chosen = rng.sample(own, min(n_tasks, len(own)))
+    related = [r for r in related if r]
+    if related and len(chosen) > 1:
+        other = rng.choice(related)
+        borrowed = rng.sample(other, min(rng.randint(1, 2), len(other), len(chosen) - 1))
+        chosen = chosen[:len(chosen) - len(borrowed)] + borrowed
+    if rng.random() < 0.5:
+        chosen.append(rng.choice(GENERIC_DUTIES))
+    return chosen
+
+
 def pseudo_postings(titles: Sequence[str], codes: Sequence[str], tasks: dict[str, list[str]],
-                    seed: int = 0, n_tasks: int = 5, category_n_tasks: int = 3) -> list[str]:
-    """One posting text per (title, code), its tasks drawn from
-    `posting_tasks(tasks[code], category_n_tasks)`; seeded; '' where a code has no such tasks."""
+                    seed: int = 0, n_tasks: int = 5, category_n_tasks: int = 3,
+                    fitting: bool = False,
+                    related: dict[str, list[str]] | None = None) -> list[str]:
+    """One posting text per (title, code), its tasks drawn from the evaluated (or, `fitting`,
+    the fitting) half of `posting_tasks(tasks[code], category_n_tasks)` in that style's
+    templates; seeded; '' where a code has no such tasks. With `related` (code → related
+    codes, O*NET's Related Occupations), fitting ads borrow tasks (`_harder`)."""
     if len(titles) != len(codes):
         raise ValueError(f"{len(titles)} titles but {len(codes)} codes")
     rng = random.Random(seed)
+    templates = FITTING if fitting else EVALUATED
+
+    def available(code: str) -> list[str]:
+        return task_half(posting_tasks(tasks.get(code, []), category_n_tasks), fitting)
+
     texts = []
     for title, code in zip(titles, codes):
-        available = posting_tasks(tasks.get(code, []), category_n_tasks)
-        texts.append(pseudo_posting(title, available, rng, n_tasks) if available else "")
+        own, limit = available(code), n_tasks
+        if own and related is not None:
+            own = _harder(own, [available(c) for c in related.get(code, [])], rng, n_tasks)
+            limit = len(own)
+        texts.append(pseudo_posting(title, own, rng, limit, templates) if own else "")
     return texts

@@ -30,51 +30,92 @@ BLOCK_SIMILARITIES = {torch.float32: 2**17, torch.bfloat16: 2**20}  # query-exem
 @dataclass
 class ExemplarMemory:
     """(N, dim) L2-normalised exemplar embeddings, the category index of each, and their titles,
-    grouped by category (each category's exemplars in the order given)."""
+    grouped by category (each category's exemplars in the order given); optionally each
+    exemplar's group of surface forms (`occlass.data.examples`; not saved), which a lookup can
+    leave out."""
 
     embeddings: torch.Tensor
     labels: torch.Tensor
     titles: list[str]
     n_codes: int
     identity: dict[str, str]
+    groups: list[str] | None = None
 
     def __post_init__(self):
         order = torch.argsort(self.labels, stable=True)
         if not torch.equal(order, torch.arange(len(order), device=order.device)):
             self.embeddings, self.labels = self.embeddings[order], self.labels[order]
             self.titles = [self.titles[i] for i in order.tolist()]
+            if self.groups is not None:
+                self.groups = [self.groups[i] for i in order.tolist()]
         counts = torch.bincount(self.labels.cpu(), minlength=self.n_codes)
         self.counts = counts.to(self.labels.device)  # exemplars per code
         self.starts = self.counts.cumsum(0) - self.counts  # where each code's run begins
         self._runs: dict[int, list] = {}  # blocks of whole codes, by block size (`_blocks`)
+        self._rows_of: dict[str, list[int]] | None = None  # each group's exemplars
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ExemplarMemory:
         """This memory on `device`, its embeddings in `dtype` (bf16 halves the lookup's work)."""
         return ExemplarMemory(self.embeddings.to(device, dtype), self.labels.to(device),
-                              self.titles, self.n_codes, self.identity)
+                              self.titles, self.n_codes, self.identity, self.groups)
+
+    def subset(self, keep: np.ndarray) -> ExemplarMemory:
+        """The exemplars where (N,) `keep` is true."""
+        rows = np.flatnonzero(keep)
+        at = torch.from_numpy(rows).to(self.labels.device)
+        return ExemplarMemory(self.embeddings[at], self.labels[at],
+                              [self.titles[i] for i in rows], self.n_codes, self.identity,
+                              None if self.groups is None else [self.groups[i] for i in rows])
 
     def similarities(self, queries: torch.Tensor) -> torch.Tensor:
         """(B, N) cosine similarity of each query to every exemplar, in the embeddings' dtype."""
         return queries.to(self.embeddings.dtype) @ self.embeddings.T
 
-    def best(self, queries: torch.Tensor) -> torch.Tensor:
+    def best(self, queries: torch.Tensor, leave_out: list[str] | None = None) -> torch.Tensor:
         """(B, n_codes) float32 best exemplar similarity of each query per code; -inf where a
         code has none. On CPU block by block, each block a run of whole codes small enough that
         its (B, block) similarities stay in cache while each code's maximum is taken (a segment
-        maximum, numpy's reduceat); elsewhere one product and a scatter."""
+        maximum, numpy's reduceat); elsewhere one product and a scatter. `leave_out`: per
+        query, a group whose exemplars its lookup ignores (as if the memory lacked them)."""
         queries = queries.detach().to(self.embeddings.dtype)
         if queries.device.type != "cpu":
             best = torch.full((len(queries), self.n_codes), float("-inf"),
                               device=queries.device)
             index = self.labels.expand(len(queries), -1)
-            return best.scatter_reduce(1, index, self.similarities(queries).float(), "amax")
-        best = np.full((len(queries), self.n_codes), -np.inf, dtype=np.float32)
-        per_block = BLOCK_SIMILARITIES.get(self.embeddings.dtype, 2**18)
-        size = max(1, per_block // max(len(queries), 1))
-        for codes, first, last, starts in self._blocks(size):
-            block = (queries @ self.embeddings[first:last].T).float().numpy()
-            best[:, codes] = np.maximum.reduceat(block, starts, axis=1)
-        return torch.from_numpy(best)
+            best = best.scatter_reduce(1, index, self.similarities(queries).float(), "amax")
+        else:
+            best = np.full((len(queries), self.n_codes), -np.inf, dtype=np.float32)
+            per_block = BLOCK_SIMILARITIES.get(self.embeddings.dtype, 2**18)
+            size = max(1, per_block // max(len(queries), 1))
+            for codes, first, last, starts in self._blocks(size):
+                block = (queries @ self.embeddings[first:last].T).float().numpy()
+                best[:, codes] = np.maximum.reduceat(block, starts, axis=1)
+            best = torch.from_numpy(best)
+        if leave_out is not None:
+            self._leave_out(best, queries, leave_out)
+        return best
+
+    def _leave_out(self, best: torch.Tensor, queries: torch.Tensor,
+                   leave_out: list[str]) -> None:
+        """Each query's best similarity, again without its group's exemplars, for the codes
+        that group holds (in place)."""
+        if self.groups is None:
+            raise ValueError("this memory has no exemplar groups to leave out")
+        if len(leave_out) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(leave_out)} groups to leave out")
+        if self._rows_of is None:
+            self._rows_of = {}
+            for i, group in enumerate(self.groups):
+                self._rows_of.setdefault(group, []).append(i)
+        labels = self.labels.cpu().numpy()
+        for row, group in enumerate(leave_out):
+            own = self._rows_of.get(group, [])
+            for code in sorted(set(labels[own].tolist())):
+                start, count = int(self.starts[code]), int(self.counts[code])
+                rest = np.setdiff1d(np.arange(start, start + count), own)
+                at = torch.from_numpy(rest).to(self.embeddings.device)
+                best[row, code] = ((queries[row] @ self.embeddings[at].T).float().max()
+                                   if len(rest) else float("-inf"))
 
     def _blocks(self, size: int) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
         """Runs of consecutive codes with at most `size` exemplars in all (a code with more is a

@@ -409,27 +409,44 @@ class Predictor:
         return result
 
     @torch.inference_mode()
-    def similarities(self, texts: Sequence[str], max_length: int, memory: bool = True
+    def similarities(self, texts: Sequence[str], max_length: int, memory: bool = True,
+                     leave_out: Sequence[str] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, n_codes) category similarities of the texts and, with a memory, their best
-        exemplar similarity per code (on CPU)."""
+        exemplar similarity per code (on CPU); `leave_out`: per text, a group of the memory's
+        exemplars its lookup ignores (`ExemplarMemory.best`)."""
         rows, ids = self._ids(texts, max_length)
         use_memory = memory and self.memory is not None
         category = torch.empty(len(ids), len(self.codes))
         exemplar = torch.empty(len(ids), len(self.codes)) if use_memory else None
+        encoded = [None] * len(ids)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for batch in self._batches(order, ids):
             embeddings = self._encode([ids[i] for i in batch]).float()
             category[batch] = (embeddings @ self.embeddings.T).cpu()
-            if use_memory:
+            if use_memory and leave_out is None:
                 exemplar[batch] = self.memory.best(embeddings).cpu()
+            elif use_memory:  # looked up per row: equal texts may leave out other groups
+                for j, i in enumerate(batch):
+                    encoded[i] = embeddings[j]
         rows = torch.as_tensor(rows)
+        if use_memory and leave_out is not None:
+            leave_out = list(leave_out)
+            exemplar = torch.empty(len(rows), len(self.codes))
+            for at in range(0, len(rows), self.batch_size):
+                some = rows[at:at + self.batch_size].tolist()
+                exemplar[at:at + len(some)] = self.memory.best(
+                    torch.stack([encoded[i] for i in some]),
+                    leave_out[at:at + len(some)]).cpu()
+            return category[rows], exemplar
         return category[rows], None if exemplar is None else exemplar[rows]
 
-    def score_parts(self, titles: Sequence[str], descriptions: Sequence[str]
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, n_codes) fused title scores and description category similarities (on CPU)."""
-        category, exemplar = self.similarities(titles, self.max_input_length)
+    def score_parts(self, titles: Sequence[str], descriptions: Sequence[str],
+                    leave_out: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, n_codes) fused title scores (see `similarities` for `leave_out`) and description
+        category similarities (on CPU)."""
+        category, exemplar = self.similarities(titles, self.max_input_length,
+                                               leave_out=leave_out)
         title = category if exemplar is None else fuse(category, exemplar, self.fusion_weight)
         return title, self.similarities(descriptions, self.max_description_length, False)[0]
 

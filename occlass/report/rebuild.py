@@ -16,21 +16,20 @@ from occlass.errors import OcclassError
 from occlass.model.confidence import DEFAULT_TARGET
 from occlass.predict.loader import load_run, load_taxonomy
 from occlass.predict.predictor import Predictor
-from occlass.report.analysis import analyse, training_memory
+from occlass.report.analysis import analyse
 from occlass.report.error_report import load_related, write_error_report
 
 
 def refit(run_dir: Path, data_dir: Path) -> runs.RunInfo:
-    """Measure the run again from its encoder, with its training titles as the memory: the
-    description weight, calibrator and confidence model (chosen on validation, written into
-    run.json with the version of the code that refit it) and the test predictions."""
+    """Measure the run again from its encoder and memory (less the evaluation titles,
+    `occlass.report.analysis.lookup_memory`): the description weight, calibrator and
+    confidence model (written into run.json with the version of the code that refit it) and the
+    test predictions."""
     code = runs.code_version()
     info = runs.RunInfo.load(run_dir)
     taxonomy = load_taxonomy(data_dir, info.recipe)
     examples = split_examples(info.config["data"], data_dir, taxonomy)
-    parts = load_run(run_dir, data_dir)
-    parts.memory = training_memory(parts, examples)
-    predictor = Predictor(parts)
+    predictor = Predictor(load_run(run_dir, data_dir))
     weight, calibrator, model = analyse(Path(run_dir), predictor, examples, data_dir,
                                         info.n_tasks,
                                         info.config.get("target_precision", DEFAULT_TARGET))

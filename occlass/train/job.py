@@ -228,12 +228,12 @@ def log_file_progress_bar(trainer_cfg: DictConfig) -> list[TQDMProgressBar]:
     return [TQDMProgressBar(refresh_rate=trainer_cfg.get("log_every_n_steps") or 50)]
 
 
-def evaluation_predictor(model, datamodule) -> Predictor:
+def evaluation_predictor(model, datamodule, memory: ExemplarMemory) -> Predictor:
     """The trained model as prediction uses it (fp32: the caches `model.refresh(fp32=True)`
-    built, titles encoded outside autocast), with the training titles' memory only."""
+    built, titles encoded outside autocast), with `memory`."""
     return Predictor(RunParts(model.encoder, datamodule.tokenizer, datamodule.taxonomy,
                               model.category_cache, datamodule.hparams.max_input_length,
-                              memory=model.memory, fusion_weight=float(model.fusion_weight)))
+                              memory=memory, fusion_weight=float(model.fusion_weight)))
 
 
 def memory_of(encoder, exemplars: Exemplars, n_codes: int, pad_id: int) -> ExemplarMemory:
@@ -262,13 +262,14 @@ def export(out: Path, model, datamodule, cfg: DictConfig, before: dict | None,
     build_category_cache(model.encoder, model.categories).save(out / runs.CACHE_FILE)
     fusion_weight = description_weight = calibrator = confidence = None
     if model.exemplars is not None:
+        log.info("encoding the exemplar memory (every title)")
+        served = memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
+                           datamodule.tokenizer.pad_token_id)
+        served.save(out / runs.MEMORY_FILE)
         if model.memory is not None:  # evaluated: there is a validation split
             description_weight, calibrator, confidence = analyse(
-                out, evaluation_predictor(model, datamodule), datamodule.examples,
+                out, evaluation_predictor(model, datamodule, served), datamodule.examples,
                 datamodule.hparams.data_dir, datamodule.hparams.n_tasks, cfg.target_precision)
-        log.info("encoding the exemplar memory (every title)")
-        memory_of(model.encoder, datamodule.exemplars(SPLITS), len(model.categories),
-                  datamodule.tokenizer.pad_token_id).save(out / runs.MEMORY_FILE)
         fusion_weight = round(float(model.fusion_weight), 6)
     if calibrator is None:
         log.warning("no validation split (data.holdout=none): the run has no calibrator and no "
