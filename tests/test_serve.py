@@ -16,6 +16,7 @@ import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from helpers.review import coded_at_levels
 from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 from hydra import compose, initialize_config_dir
@@ -297,27 +298,14 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
 
 
 def test_export_codes_each_row_at_its_level_and_outcomes_teach_nothing(make_client, parts,
-                                                                       run_dir, tiny_onet,
                                                                        tmp_path):
     """confidence=levels (the default): a row the model coded at a SOC group exports that group
     (final_level), never the finer top-1 occupation nobody vouched for. Reviewers confirm a
     group, decide at any level or give a residual outcome with a comment; those export as
     their own final_level and never become corrections."""
-    raw = write_table(pd.DataFrame({"title": ["Owner", "Wireman", "Temp", "Retired", "Manager",
-                                              "Plumber"]}), tmp_path / "raw.csv")
     path = tmp_path / "mixed.csv"
-    predictor = Predictor(parts, **predictor_options(serve_cfg(run_dir, tiny_onet, tmp_path)))
-    predict_file(predictor, raw, path, top_k=3, progress=False)
-    coded = pd.read_csv(path, dtype=str, keep_default_na=False)
-    levels = {level.name: level for level in parts.levels}
-    for row, name in ((0, "major"), (1, "onet"), (2, "broad")):  # coded, not flagged
-        level = levels[name]
-        group = level.of_code[list(parts.taxonomy.codes).index(coded.loc[row, "pred_code_1"])]
-        coded.loc[row, ["coded_level", "coded_code", "coded_title", "needs_review"]] = [
-            name, level.codes[group], level.titles[group], "False"]
-    coded.loc[3:, ["coded_level", "coded_code", "coded_title", "coded_confidence"]] = ""
-    coded.loc[3:, "needs_review"] = "True"  # coded at no level
-    write_table(coded, path)
+    coded = coded_at_levels(parts, ["Owner", "Wireman", "Temp", "Retired", "Manager", "Plumber"],
+                            {0: "major", 1: "onet", 2: "broad"}, path)
     assert coded.loc[0, "coded_code"] != coded.loc[0, "pred_code_1"]
 
     client = make_client()
