@@ -112,7 +112,7 @@ def test_review_a_file_in_the_browser(browser, run_dir, tiny_onet, tmp_path):
 
         browser.refresh()
         open_page(browser, browser.current_url)
-        wait(browser, lambda: text(browser, "title") == TITLES[2])  # the first undecided row
+        wait(browser, lambda: text(browser, "title") == TITLES[3])  # ann's skip is kept
         assert "2 of 5 rows to review decided" in text(browser, "progress")
         browser.find_element(By.ID, "description-box")
         browser.save_screenshot(str(tmp_path / "page.png"))
@@ -221,3 +221,64 @@ def test_the_desk_at_keying_speed_with_groups_and_outcomes(browser, run_dir, tin
         3: (first, "onet", None), 4: ("47-2152.00", "onet", None),
         5: (None, "not_in_labour_force", "retired in 2019"), 6: ("11-0000", "major", None),
         7: (picked, "onet", None), 8: (None, "uncodable", None)}
+
+
+TEAM = ["Welder", "CNA", "Plumber", "cna", "Joiner", "CNA ", "Plumber", "Baker"]
+
+
+def test_a_team_on_one_file(browser, run_dir, tiny_onet, tmp_path):
+    """Rows of one title come once, with their count, most frequent first on request, and are
+    decided together; two reviewers (two tabs) see each other's decisions; each one's skips and
+    undo history are theirs and survive a reload; undo never takes back another's decision."""
+    raw = write_table(pd.DataFrame({"title": TEAM}), tmp_path / "team.csv")
+    with serving(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
+                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1.01",
+                 "learn_threshold=1.01") as (_, url):  # every row to review, nothing learnt
+        file = httpx.post(f"{url}/v1/files", params={"name": "team.csv"},
+                          content=raw.read_bytes(), timeout=WAIT).json()["id"]
+        open_page(browser, f"{url}/#file={file}")
+        ann = browser.current_window_handle
+        browser.find_element(By.ID, "reviewer").send_keys("ann")
+        blur(browser)
+        wait(browser, lambda: text(browser, "title") == "Welder")
+        Select(browser.find_element(By.ID, "order")).select_by_value("frequency")
+        wait(browser, lambda: text(browser, "title") == "CNA")
+        assert "×3" in text(browser, "row-id")
+        for key, then in (("1", "Plumber"), ("s", "Welder"), ("2", "Joiner"), ("s", "Baker"),
+                          ("s", "Plumber")):
+            keys(browser, key)
+            wait(browser, lambda: text(browser, "title") == then)  # noqa: B023
+
+        browser.switch_to.new_window("tab")
+        open_page(browser, f"{url}/#file={file}")
+        reviewer = browser.find_element(By.ID, "reviewer")  # ann's name, from the profile
+        reviewer.clear()
+        reviewer.send_keys("bob")
+        blur(browser)
+        wait(browser, lambda: text(browser, "title") == "Plumber")  # ann's skips are hers
+        assert "4 of 8 rows to review decided" in text(browser, "progress")
+        keys(browser, "1")
+        wait(browser, lambda: text(browser, "title") == "Joiner")
+
+        browser.switch_to.window(ann)
+        wait(browser, lambda: "6 of 8" in text(browser, "progress"))  # bob's, polled
+        wait(browser, lambda: text(browser, "title") == "Joiner")  # ann's skipped ones
+        browser.refresh()
+        open_page(browser, browser.current_url)
+        reviewer = browser.find_element(By.ID, "reviewer")  # one profile: bob's name was kept
+        reviewer.clear()
+        reviewer.send_keys("ann")
+        blur(browser)
+        wait(browser, lambda: "skipped before" in text(browser, "row-id"))  # ann's skips kept
+        assert text(browser, "title") == "Joiner"
+        for then in ("Welder", "Welder"):  # undo ann's Welder, then her CNA rows
+            keys(browser, "u")
+            wait(browser, lambda: text(browser, "title") == then)  # noqa: B023
+        wait(browser, lambda: "2 of 8" in text(browser, "progress"))
+        keys(browser, "u")
+        wait(browser, lambda: "Nothing to undo" in text(browser, "status"))
+        refused = httpx.delete(f"{url}/v1/files/{file}/rows/2/decision",
+                               params={"reviewer": "ann"})
+        decisions = httpx.get(f"{url}/v1/files/{file}/decisions").json()["decisions"]
+    assert refused.status_code == 409 and "bob" in refused.json()["error"]
+    assert {int(r): d["reviewer"] for r, d in decisions.items()} == {2: "bob", 6: "bob"}

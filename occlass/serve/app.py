@@ -84,13 +84,15 @@ class PredictRequest(BaseModel):
 
 class Decision(BaseModel):
     """A code (an O*NET-SOC occupation or a SOC 2018 group: the level is the code's) or a
-    residual outcome, with an optional comment."""
+    residual outcome, with an optional comment; `also`: other rows (of the same title) that
+    get the same decision, and are undone with it."""
 
     model_config = ConfigDict(extra="forbid")
     code: str | None = Field(None, max_length=20)
     outcome: Literal[OUTCOMES] | None = None
     comment: str | None = Field(None, max_length=MAX_COMMENT)
     reviewer: str = Field("reviewer", min_length=1, max_length=100)
+    also: list[StrictInt] = Field([], max_length=MAX_ROWS * 100)  # rows of the same title
 
     @model_validator(mode="after")
     def code_or_outcome(self):
@@ -380,29 +382,63 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         """Save a reviewer's decision (a code at its level, or an outcome), then apply the
         reviewers' O*NET-SOC decisions to the near-equal undecided rows."""
         known_file(file)
-        if store.row(file, row) is None:
-            raise HTTPException(404, f"file {file} has no row {row}")
+        for r in (row, *decision.also):
+            if store.row(file, r) is None:
+                raise HTTPException(404, f"file {file} has no row {r}")
         level = decision.outcome or occupations.levels.get(decision.code)
         if level is None:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
                                      f"{parts.taxonomy.version} code or a SOC 2018 group of one")
         before = await run_in_threadpool(store.decide, file, row, decision.code, level,
                                          decision.reviewer, decision.comment)
+        for other in decision.also:
+            await run_in_threadpool(store.decide, file, other, decision.code, level,
+                                    decision.reviewer, decision.comment, row)
         corrections = await run_in_threadpool(store.write_corrections, file)
         resolved = await run_on(executor, learn, file, corrections)
         await run_in_threadpool(store.resolve, file, resolved["row"].tolist(),
                                 resolved["code"].tolist(), row, decision.reviewer)
         return {"row": row, "code": decision.code, "level": level,
                 "title": occupations.titles.get(decision.code), "replaced": before,
+                "also": decision.also,
                 "resolved": [{"row": r, "code": c} for r, c in zip(resolved["row"],
                                                                    resolved["code"])]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
-    async def undo(file: int, row: int):
+    async def undo(file: int, row: int, reviewer: str | None = Query(None, max_length=100)):
+        """Undo the decision on `row` (and those made or learnt with it); with `reviewer`, only
+        theirs (another reviewer's decision is a 409), and the row is no longer skipped."""
         known_file(file)
+        if reviewer is not None:
+            owner = await run_in_threadpool(store.decider, file, row)
+            if owner not in (None, reviewer):
+                raise HTTPException(409, f"row {row} was decided by {owner}: only they can undo "
+                                         "it (decide it again to replace it)")
+            await run_in_threadpool(store.skip, file, row, reviewer, False)
         undone = await run_in_threadpool(store.undo, file, row)
         await run_in_threadpool(store.write_corrections, file)
         return {"undone": undone}
+
+    @app.put("/v1/files/{file}/rows/{row}/skip")
+    async def skip(file: int, row: int, reviewer: str = Query(min_length=1, max_length=100)):
+        """Put the row last in the reviewer's queue (kept across reloads)."""
+        known_file(file)
+        if store.row(file, row) is None:
+            raise HTTPException(404, f"file {file} has no row {row}")
+        await run_in_threadpool(store.skip, file, row, reviewer)
+        return {"skipped": row}
+
+    @app.get("/v1/files/{file}/decisions")
+    async def decisions(file: int):
+        """Every decided row's decision (the page's refresh: other reviewers' decisions)."""
+        known_file(file)
+        return {"decisions": await run_in_threadpool(store.decisions, file)}
+
+    @app.get("/v1/files/{file}/session")
+    async def session(file: int, reviewer: str = Query(min_length=1, max_length=100)):
+        """The reviewer's skipped rows and undo history (their own decisions, oldest first)."""
+        known_file(file)
+        return await run_in_threadpool(store.session, file, reviewer)
 
     @app.get("/v1/files/{file}/export")
     async def export(file: int):

@@ -2,7 +2,8 @@
 decision, saved as it is made (a closed tab, a reload or a killed server loses nothing).
 
 A decision is one row of `decisions`, keyed by (file, row): two reviewers on one file write
-different rows, and on the same row the last write wins and records who made it. A decision is a
+different rows, and on the same row the last write wins and records who made it; each
+reviewer's skips and undo history (their own decisions, in order) are kept too. A decision is a
 code at its level (an O*NET-SOC occupation or a SOC 2018 group, `LEVELS`) or a residual outcome
 (`OUTCOMES`: no code). Exports read the coded file again and merge the decisions: `final_code`,
 `final_title`, `final_level` (the code's level, or the outcome), `decided_by` ("model",
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     file INTEGER NOT NULL, row INTEGER NOT NULL, code TEXT NOT NULL, decided_by TEXT NOT NULL,
     reviewer TEXT NOT NULL, via INTEGER, at TEXT NOT NULL, level TEXT NOT NULL DEFAULT 'onet',
     comment TEXT, PRIMARY KEY (file, row), FOREIGN KEY (file, row) REFERENCES rows(file, row));
+CREATE TABLE IF NOT EXISTS skips (
+    file INTEGER NOT NULL, reviewer TEXT NOT NULL, row INTEGER NOT NULL,
+    PRIMARY KEY (file, reviewer, row));
 """
 ADDED = {"decisions": {"level": "TEXT NOT NULL DEFAULT 'onet'", "comment": "TEXT"}}
 # Residual outcomes: a decision that the row has no code (`final_level` holds it, no final_code).
@@ -130,10 +134,13 @@ class ReviewStore:
                 "ORDER BY r.review DESC, r.row", (file,)).fetchall()
         return [{"row": r["row"], "title": r["title"], "description": r["description"],
                  "review": bool(r["review"]), "prediction": json.loads(r["prediction"]),
-                 "decision": None if r["code"] is None else
-                 {"code": r["code"] or None, "level": r["level"], "comment": r["comment"],
-                  "decided_by": r["decided_by"], "reviewer": r["reviewer"], "at": r["at"]}}
-                for r in found]
+                 "decision": None if r["code"] is None else _decision(r)} for r in found]
+
+    def decisions(self, file: int) -> dict[int, dict]:
+        """Every row's decision (row → decision, as `rows` gives it)."""
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM decisions WHERE file = ?", (file,)).fetchall()
+        return {r["row"]: _decision(r) for r in found}
 
     def row(self, file: int, row: int) -> dict | None:
         with self._connect() as db:
@@ -142,15 +149,17 @@ class ReviewStore:
         return dict(found) if found else None
 
     def decide(self, file: int, row: int, code: str | None, level: str, reviewer: str,
-               comment: str | None = None) -> dict | None:
+               comment: str | None = None, via: int | None = None) -> dict | None:
         """Save a reviewer's decision, `code` at `level` (no code for an outcome of
-        `OUTCOMES`), replacing any earlier one on the row; returns the decision it replaced."""
+        `OUTCOMES`), replacing any earlier one on the row; `via`: the row it was made on, for a
+        row of the same title decided with it (undone with it). Returns the decision it
+        replaced."""
         with self._connect() as db:
             before = db.execute("SELECT code, level, decided_by, reviewer, at FROM decisions "
                                 "WHERE file = ? AND row = ?", (file, row)).fetchone()
             db.execute("INSERT OR REPLACE INTO decisions (file, row, code, decided_by, reviewer, "
-                       "via, at, level, comment) VALUES (?, ?, ?, 'reviewer', ?, NULL, ?, ?, ?)",
-                       (file, row, code or "", reviewer, _now(), level, comment))
+                       "via, at, level, comment) VALUES (?, ?, ?, 'reviewer', ?, ?, ?, ?, ?)",
+                       (file, row, code or "", reviewer, via, _now(), level, comment))
         return dict(before, code=before["code"] or None) if before else None
 
     def pending(self, file: int) -> pd.DataFrame:
@@ -170,14 +179,42 @@ class ReviewStore:
                            [(file, r, c, reviewer, via, _now()) for r, c in zip(rows, codes)])
 
     def undo(self, file: int, row: int) -> list[int]:
-        """Remove the decision on `row` and those learnt from it; returns the rows undone."""
+        """Remove the decision on `row` and those made or learnt with it; returns the rows
+        undone."""
         with self._connect() as db:
             undone = [r[0] for r in db.execute(
-                "SELECT row FROM decisions WHERE file = ? AND (row = ? OR (via = ? AND "
-                "decided_by = 'correction')) ORDER BY row", (file, row, row))]
-            db.execute("DELETE FROM decisions WHERE file = ? AND (row = ? OR (via = ? AND "
-                       "decided_by = 'correction'))", (file, row, row))
+                "SELECT row FROM decisions WHERE file = ? AND (row = ? OR via = ?) ORDER BY row",
+                (file, row, row))]
+            db.execute("DELETE FROM decisions WHERE file = ? AND (row = ? OR via = ?)",
+                       (file, row, row))
         return undone
+
+    def decider(self, file: int, row: int) -> str | None:
+        """Who made the reviewer's decision on `row` (None: no such decision)."""
+        with self._connect() as db:
+            found = db.execute("SELECT reviewer FROM decisions WHERE file = ? AND row = ? AND "
+                               "decided_by = 'reviewer' AND via IS NULL", (file, row)).fetchone()
+        return found[0] if found else None
+
+    def skip(self, file: int, row: int, reviewer: str, skipped: bool = True) -> None:
+        """Put `row` last in the reviewer's queue (again), or back in its place."""
+        with self._connect() as db:
+            db.execute("DELETE FROM skips WHERE file = ? AND reviewer = ? AND row = ?",
+                       (file, reviewer, row))
+            if skipped:
+                db.execute("INSERT INTO skips VALUES (?, ?, ?)", (file, reviewer, row))
+
+    def session(self, file: int, reviewer: str) -> dict:
+        """The reviewer's skipped rows (in skip order) and undo history (the rows of their own
+        decisions, oldest first)."""
+        with self._connect() as db:
+            skipped = [r[0] for r in db.execute(
+                "SELECT row FROM skips WHERE file = ? AND reviewer = ? ORDER BY rowid",
+                (file, reviewer))]
+            history = [r[0] for r in db.execute(
+                "SELECT row FROM decisions WHERE file = ? AND reviewer = ? AND decided_by = "
+                "'reviewer' AND via IS NULL ORDER BY rowid", (file, reviewer))]
+        return {"skipped": skipped, "history": history}
 
     def corrections(self, file: int) -> pd.DataFrame:
         """The reviewers' decisions of an O*NET-SOC occupation as a corrections table (title,
@@ -185,8 +222,8 @@ class ReviewStore:
         with self._connect() as db:
             return pd.read_sql_query(
                 "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
-                "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' AND d.level = 'onet' "
-                "ORDER BY d.row", db, params=(file,))
+                "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
+                "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row", db, params=(file,))
 
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically."""
@@ -233,6 +270,11 @@ class ReviewStore:
                 final = final.where(final.notna(), None)
                 writer.write(pd.concat([chunk, final], axis=1))
         return path
+
+
+def _decision(r: sqlite3.Row) -> dict:
+    return {"code": r["code"] or None, "level": r["level"], "comment": r["comment"],
+            "decided_by": r["decided_by"], "reviewer": r["reviewer"], "at": r["at"]}
 
 
 def _beside(coded: str | Path, what: str, suffix: str) -> Path:
