@@ -343,6 +343,38 @@ def test_export_codes_each_row_at_its_level_and_outcomes_teach_nothing(make_clie
     assert client.get(f"/v1/files/{file}/corrections").text == "title,code\nPlumber,47-2152.00\n"
 
 
+def test_a_team_of_reviewers_on_one_file(make_client, tmp_path):
+    """Rows of one title decided together (one correction, undone together); each reviewer's
+    skips and undo history; undo of another reviewer's decision refused."""
+    raw = write_table(review_file(), tmp_path / "batch.csv")
+    client = make_client("confidence=platt", "review_below=1.01", "learn_threshold=1.01")
+    file = client.post("/v1/files", params={"name": "batch.csv"},
+                       content=raw.read_bytes()).json()["id"]
+    url = f"/v1/files/{file}/rows"
+    saved = client.put(f"{url}/0/decision", json={"code": "47-2111.00", "reviewer": "ann",
+                                                  "also": [1]}).json()
+    assert saved["also"] == [1]
+    assert client.put(f"{url}/0/decision", json={"code": "47-2111.00",
+                                                 "also": [99]}).status_code == 404
+    assert client.get(f"/v1/files/{file}/corrections").text == (
+        "title,code\nSr Wireman II,47-2111.00\n")
+    for row in (5, 2, 5):  # skipped again: last again
+        assert client.put(f"{url}/{row}/skip", params={"reviewer": "ann"}).status_code == 200
+    client.put(f"{url}/3/decision", json={"outcome": "uncodable", "reviewer": "bob"})
+    session = f"/v1/files/{file}/session"
+    assert client.get(session, params={"reviewer": "ann"}).json() == {"skipped": [2, 5],
+                                                                      "history": [0]}
+    assert client.get(session, params={"reviewer": "bob"}).json() == {"skipped": [],
+                                                                      "history": [3]}
+    refused = client.delete(f"{url}/3/decision", params={"reviewer": "ann"})
+    assert refused.status_code == 409 and "bob" in refused.json()["error"]
+    undone = client.delete(f"{url}/0/decision", params={"reviewer": "ann"}).json()["undone"]
+    assert undone == [0, 1]
+    decisions = client.get(f"/v1/files/{file}/decisions").json()["decisions"]
+    assert {int(r): (d["level"], d["reviewer"]) for r, d in decisions.items()} == {
+        3: ("uncodable", "bob")}
+
+
 def test_a_review_database_from_before_levels_gains_them(tmp_path):
     import sqlite3
 
