@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from helpers.review import coded_at_levels
 from helpers.tables import write_table
 from helpers.tiny import OCCUPATIONS, ROOT
 from hydra import compose, initialize_config_dir
@@ -146,14 +148,28 @@ def test_oversized_and_malformed_bodies_are_refused(client):
     assert broken.status_code == 422 and "JSON" in broken.json()["error"]
 
 
+def first_hits(client, query: str, n: int = 1) -> list[str]:
+    return [o["code"] for o in client.get("/v1/occupations",
+                                          params={"q": query}).json()["occupations"][:n]]
+
+
 def test_occupation_search_and_lookup(client):
     found = client.get("/v1/occupations", params={"q": "wire"}).json()["occupations"]
-    assert found[0] == {"code": "47-2111.00", "title": "Electricians", "match": "Wireman"}
-    assert client.get("/v1/occupations", params={"q": "15-1"}).json()["occupations"] == [
-        {"code": "15-1211.00", "title": "Computer Systems Analysts", "match": ""},
-        {"code": "15-1252.00", "title": "Software Developers", "match": ""}]
+    assert found[0] == {"code": "47-2111.00", "title": "Electricians", "level": "onet",
+                        "match": "Wireman"}
+    assert first_hits(client, "15-12", 9) == ["15-1200", "15-1210", "15-1211", "15-1211.00",
+                                              "15-1250", "15-1252", "15-1252.00"]  # SOC groups too
     nurses = client.get("/v1/occupations", params={"q": "nurses"}).json()["occupations"]
     assert [o["code"] for o in nurses[:2]] == ["29-2061.00", "29-1141.00"]  # titles first
+    # relevance, not the alphabet: whole words, then prefixes; typos and abbreviations
+    assert first_hits(client, "nurse", 2) == ["29-1141.00", "29-2061.00"]  # "Nurse" itself
+    for query, code in (("electrcian", "47-2111.00"), ("statistcian", "15-2041.00"),
+                        ("RN", "29-1141.00"), ("sw engineer", "15-1252.00"),
+                        ("Sr Wireman II", "47-2111.00"), ("plumbr", "47-2152.00")):
+        assert first_hits(client, query) == [code], query
+    management = client.get("/v1/occupations", params={"q": "management"}).json()
+    assert {"code": "11-0000", "title": "Management Occupations", "level": "major",
+            "match": ""} in management["occupations"]
     assert client.get("/v1/occupations", params={"q": " "}).json()["occupations"] == []
     assert client.get("/v1/occupations", params={"limit": 0}).status_code == 422
     one = client.get("/v1/occupations/47-2031.00").json()
@@ -165,7 +181,10 @@ def test_occupation_search_and_lookup(client):
 def test_health_docs_and_page(client):
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/openapi.json").json()["paths"]["/v1/predict"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")  # offline: Swagger UI's assets are served here
+    assert docs.status_code == 200 and "https://" not in docs.text
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', docs.text):
+        assert client.get(asset).status_code == 200, asset
     page = client.get("/")
     assert page.status_code == 200 and "default-src 'self'" in page.headers[
         "content-security-policy"]
@@ -259,7 +278,7 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     coded = pd.read_csv(next((tmp_path / "uploads").glob("*-batch.coded.csv")), dtype=str,
                         keep_default_na=False)
     assert list(exported.columns) == [*coded.columns, "final_code", "final_title",
-                                      "decided_by", "reviewer"]
+                                      "final_level", "decided_by", "reviewer", "review_comment"]
     pd.testing.assert_frame_equal(exported[coded.columns], coded)
     review = coded["needs_review"].eq("True")
     assert review.sum() == coded["status"].eq("ok").sum()
@@ -275,6 +294,8 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     for row in learnt:
         expected.loc[row] = ["47-2111.00", "correction", "ann"]
     pd.testing.assert_frame_equal(exported[["final_code", "decided_by", "reviewer"]], expected)
+    assert (exported["final_level"] == exported["final_code"].ne("").map({True: "onet",
+                                                                         False: ""})).all()
     titles = {c: t for c, t, *_ in OCCUPATIONS}
     assert (exported["final_title"] == exported["final_code"].map(titles).fillna("")).all()
 
@@ -295,6 +316,100 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     codes = [c for c, *_ in OCCUPATIONS]
     assert ("Sr Wireman II", codes.index("47-2111.00")) in set(zip(memory.titles,
                                                                   memory.labels.tolist()))
+
+
+def test_export_codes_each_row_at_its_level_and_outcomes_teach_nothing(make_client, parts,
+                                                                       tmp_path):
+    """confidence=levels (the default): a row the model coded at a SOC group exports that group
+    (final_level), never the finer top-1 occupation nobody vouched for. Reviewers confirm a
+    group, decide at any level or give a residual outcome with a comment; those export as
+    their own final_level and never become corrections."""
+    path = tmp_path / "mixed.csv"
+    coded = coded_at_levels(parts, ["Owner", "Wireman", "Temp", "Retired", "Manager", "Plumber"],
+                            {0: "major", 1: "onet", 2: "broad"}, path)
+    assert coded.loc[0, "coded_code"] != coded.loc[0, "pred_code_1"]
+
+    client = make_client()
+    file = client.post("/v1/files", params={"name": "mixed.csv"},
+                       content=path.read_bytes(), headers=UPLOAD).json()["id"]
+    url = f"/v1/files/{file}/rows"
+    for body in ({"code": "11-0000", "outcome": "uncodable"}, {"outcome": "retired"},
+                 {"code": "11-9999"}, {}, {"code": "47-2152.00", "comment": "x" * 1_001}):
+        assert client.put(f"{url}/3/decision", json=body).status_code == 422, body
+    outcome = client.put(f"{url}/3/decision", json={"outcome": "not_in_labour_force",
+                                                    "comment": "retired", "reviewer": "ann"})
+    assert outcome.status_code == 200, outcome.text
+    assert outcome.json()["level"] == "not_in_labour_force" and outcome.json()["code"] is None
+    coarse = client.put(f"{url}/4/decision", json={"code": "11-0000", "reviewer": "ann"}).json()
+    assert (coarse["level"], coarse["title"]) == ("major", "Management Occupations")
+    confirmed = client.put(f"{url}/2/decision", json={"code": coded.loc[2, "coded_code"],
+                                                      "reviewer": "bob"}).json()
+    assert confirmed["level"] == "broad"
+    client.put(f"{url}/5/decision", json={"code": "47-2152.00", "reviewer": "bob"})
+    rows = {r["row"]: r for r in client.get(url).json()["rows"]}
+    assert {k: rows[3]["decision"][k] for k in ("code", "level", "comment")} == {
+        "code": None, "level": "not_in_labour_force", "comment": "retired"}
+
+    exported = pd.read_csv(pd.io.common.BytesIO(client.get(f"/v1/files/{file}/export").content),
+                           dtype=str, keep_default_na=False)
+    final = exported[["final_code", "final_level", "decided_by", "reviewer", "review_comment"]]
+    assert final.values.tolist() == [
+        [coded.loc[0, "coded_code"], "major", "model", "", ""],
+        [coded.loc[1, "pred_code_1"], "onet", "model", "", ""],
+        [coded.loc[2, "coded_code"], "broad", "reviewer", "bob", ""],
+        ["", "not_in_labour_force", "reviewer", "ann", "retired"],
+        ["11-0000", "major", "reviewer", "ann", ""],
+        ["47-2152.00", "onet", "reviewer", "bob", ""]]
+    assert exported["final_title"].tolist()[:3] == coded["coded_title"].tolist()[:3]
+    assert client.get(f"/v1/files/{file}/corrections").text == "title,code\nPlumber,47-2152.00\n"
+
+
+def test_a_team_of_reviewers_on_one_file(make_client, tmp_path):
+    """Rows of one title decided together (one correction, undone together); each reviewer's
+    skips and undo history; undo of another reviewer's decision refused."""
+    raw = write_table(review_file(), tmp_path / "batch.csv")
+    client = make_client("confidence=platt", "review_below=1.01", "learn_threshold=1.01")
+    file = client.post("/v1/files", params={"name": "batch.csv"},
+                       content=raw.read_bytes(), headers=UPLOAD).json()["id"]
+    url = f"/v1/files/{file}/rows"
+    saved = client.put(f"{url}/0/decision", json={"code": "47-2111.00", "reviewer": "ann",
+                                                  "also": [1]}).json()
+    assert saved["also"] == [1]
+    assert client.put(f"{url}/0/decision", json={"code": "47-2111.00",
+                                                 "also": [99]}).status_code == 404
+    assert client.get(f"/v1/files/{file}/corrections").text == (
+        "title,code\nSr Wireman II,47-2111.00\n")
+    for row in (5, 2, 5):  # skipped again: last again
+        assert client.put(f"{url}/{row}/skip", params={"reviewer": "ann"}).status_code == 200
+    client.put(f"{url}/3/decision", json={"outcome": "uncodable", "reviewer": "bob"})
+    session = f"/v1/files/{file}/session"
+    assert client.get(session, params={"reviewer": "ann"}).json() == {"skipped": [2, 5],
+                                                                      "history": [0]}
+    assert client.get(session, params={"reviewer": "bob"}).json() == {"skipped": [],
+                                                                      "history": [3]}
+    refused = client.delete(f"{url}/3/decision", params={"reviewer": "ann"})
+    assert refused.status_code == 409 and "bob" in refused.json()["error"]
+    undone = client.delete(f"{url}/0/decision", params={"reviewer": "ann"}).json()["undone"]
+    assert undone == [0, 1]
+    decisions = client.get(f"/v1/files/{file}/decisions").json()["decisions"]
+    assert {int(r): (d["level"], d["reviewer"]) for r, d in decisions.items()} == {
+        3: ("uncodable", "bob")}
+
+
+def test_a_review_database_from_before_levels_gains_them(tmp_path):
+    import sqlite3
+
+    from occlass.serve.store import ReviewStore
+
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        db.execute("CREATE TABLE decisions (file INTEGER NOT NULL, row INTEGER NOT NULL, code "
+                   "TEXT NOT NULL, decided_by TEXT NOT NULL, reviewer TEXT NOT NULL, via "
+                   "INTEGER, at TEXT NOT NULL, PRIMARY KEY (file, row))")
+        db.execute("INSERT INTO decisions VALUES (1, 0, '47-2111.00', 'reviewer', 'ann', NULL, "
+                   "'2025-01-01')")
+    ReviewStore(tmp_path / "old.sqlite")
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        assert db.execute("SELECT level, comment FROM decisions").fetchall() == [("onet", None)]
 
 
 def test_bad_uploads_get_a_clear_error(client, tmp_path):

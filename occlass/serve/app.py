@@ -3,6 +3,7 @@ review page (`/`) and its store of decisions. `serve(cfg)` is what `serve.py` ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ipaddress
@@ -14,13 +15,16 @@ import secrets
 import sqlite3
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
+import numpy as np
 import pandas as pd
+import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
@@ -36,7 +40,8 @@ from occlass.predict.job import predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
 from occlass.predict.predictor import Predictor
 from occlass.serve.batcher import MicroBatcher, run_on
-from occlass.serve.store import ChangedFile, ReviewStore, checksum, is_coded, safe_name
+from occlass.serve.search import CODE, TitleIndex
+from occlass.serve.store import OUTCOMES, ChangedFile, ReviewStore, checksum, is_coded, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ MAX_TITLE = 1_000
 MAX_DESCRIPTION = 20_000
 MAX_ROWS = 1_000
 MAX_TOP_K = 50
+MAX_COMMENT = 1_000
+SEARCH_RANK_WAIT = 0.5  # seconds a search waits for the model's ranking of its query
 Id = Annotated[int, InPath(ge=0, le=2**63 - 1)]  # a file's or row's id: SQLite's INTEGER
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -84,9 +91,23 @@ class PredictRequest(BaseModel):
 
 
 class Decision(BaseModel):
+    """A code (an O*NET-SOC occupation or a SOC 2018 group: the level is the code's) or a
+    residual outcome, with an optional comment; `also`: other rows (of the same title) that
+    get the same decision, and are undone with it."""
+
     model_config = ConfigDict(extra="forbid")
-    code: str = Field(max_length=20)
+    code: str | None = Field(None, max_length=20)
+    outcome: Literal[OUTCOMES] | None = None
+    comment: str | None = Field(None, max_length=MAX_COMMENT)
     reviewer: str = Field("reviewer", min_length=1, max_length=100)
+    also: list[Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]] = Field([], max_length=MAX_ROWS * 100)
+
+    @model_validator(mode="after")
+    def code_or_outcome(self):
+        if (self.code is None) == (self.outcome is None):
+            raise ValueError(f'give a "code" or an "outcome" ({", ".join(OUTCOMES)}), '
+                             'not both')
+        return self
 
 
 class TooLarge(HTTPException):
@@ -208,41 +229,44 @@ def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
 
 
 class Occupations:
-    """Search over the occupations' codes, titles and alternate titles (the page's picker)."""
+    """Search over the occupations' codes, titles and alternate titles and the SOC 2018 groups
+    above them (the page's picker); `levels` maps every code a decision may give to its level
+    (`occlass.data.soc.LEVELS`)."""
 
     def __init__(self, parts: RunParts, data_dir: str | Path):
         taxonomy = parts.taxonomy
-        self.titles = dict(zip(taxonomy.codes, taxonomy.titles))
+        groups = [(c, level.name, t) for level in (parts.levels or [])[1:]
+                  for c, t in zip(level.codes, level.titles)]
+        self.titles = {c: t for c, _, t in groups} | dict(zip(taxonomy.codes, taxonomy.titles))
+        self.levels = {c: level for c, level, _ in groups} | dict.fromkeys(taxonomy.codes, "onet")
         self.descriptions = dict(zip(taxonomy.codes, taxonomy.descriptions))
         pairs = load_pairs(data_dir, taxonomy)
         pairs = pairs[pairs["source"] != "title"].drop_duplicates(["code", "title"])
         self.alternates = pairs.groupby("code")["title"].agg(list).to_dict()
-        self.table = pd.concat([
-            pd.DataFrame({"code": taxonomy.codes, "text": taxonomy.titles, "rank": 1}),
-            pd.DataFrame({"code": pairs["code"], "text": pairs["title"], "rank": 3})])
-        self.table["lower"] = self.table["text"].str.lower()
+        single = {c for level in (parts.levels or [])[1:2]  # a SOC occupation of one O*NET one
+                  for c, n in zip(level.codes, np.bincount(level.of_code)) if n == 1}
+        entries = ([(c, t, 0) for c, t in zip(taxonomy.codes, taxonomy.titles)]
+                   + [(c, t, 1) for c, _, t in groups if c not in single]
+                   + [(c, t, 2) for c, t in zip(pairs["code"], pairs["title"])])
+        self.texts = [t for _, t, _ in entries]
+        self.index = TitleIndex([c for c, _, _ in entries], self.texts,
+                                [k for *_, k in entries])
 
-    def search(self, query: str, limit: int = 20) -> list[dict]:
-        """Occupations whose code starts with `query`, or whose title or an alternate title
-        holds every word of it; title matches first, then alternates."""
-        words = query.lower().split()
-        if not words:
-            return []
-        table = self.table
-        hit = pd.Series(True, index=range(len(table)))
-        for word in words:
-            hit &= table["lower"].str.contains(word, regex=False).to_numpy()
-        rank = table["rank"] - table["lower"].str.startswith(words[0]).to_numpy()
-        by_code = table["code"].str.startswith(query.strip()).to_numpy()
-        found = table.assign(rank=rank.where(~by_code, 0),
-                             order=table["lower"].where(~by_code, table["code"]))
-        found = found[hit.to_numpy() | by_code].sort_values(["rank", "order"])
-        found = found.drop_duplicates("code").head(limit)
-        return [{"code": c, "title": self.titles[c], "match": "" if r < 2 else t}
-                for c, t, r in zip(found["code"], found["text"], found["rank"])]
+    def search(self, query: str, limit: int = 20, tie_break: dict[str, int] | None = None
+               ) -> list[dict]:
+        """The codes under a code prefix (`15-12`), or the best matches of the words of
+        `query` (`occlass.serve.search`); `match` is the alternate title that matched."""
+        query = query.strip()
+        if CODE.fullmatch(query):
+            found = sorted(c for c in self.titles if c.startswith(query))[:limit]
+            return [{"code": c, "title": self.titles[c], "level": self.levels[c], "match": ""}
+                    for c in found]
+        return [{"code": c, "title": self.titles[c], "level": self.levels[c],
+                 "match": "" if self.texts[i] == self.titles[c] else self.texts[i]}
+                for c, i in self.index.search(query, limit, tie_break or {})]
 
     def get(self, code: str) -> dict | None:
-        if code not in self.titles:
+        if code not in self.descriptions:
             return None
         return {"code": code, "title": self.titles[code],
                 "description": self.descriptions[code],
@@ -269,6 +293,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000)
     identity = run_identity(cfg, parts)
     occupations = Occupations(parts, cfg.data_dir)
+    ranked_codes = min(MAX_TOP_K, len(parts.taxonomy))  # the model's tie-break of a search
     shown = prediction_columns(predictor)
     token = auth_token(cfg)
     uploads = Path(cfg.uploads)
@@ -299,7 +324,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         await batcher.stop()
         executor.shutdown()
 
-    app = FastAPI(title="occlass review desk", lifespan=lifespan,
+    app = FastAPI(title="occlass review desk", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Code job titles into O*NET-SOC occupations and review them.")
     app.state.batcher, app.state.store = batcher, store
     app.state.occupations = occupations
@@ -369,7 +394,18 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.get("/v1/occupations")
     async def search(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=100)):
-        return {"occupations": await run_in_threadpool(occupations.search, q, limit)}
+        """Occupations and SOC groups for a code prefix or words (typos and abbreviations
+        allowed), best first; the model's ranking of the query breaks ties. The search runs off
+        the event loop."""
+        tie_break = {}
+        if q.strip() and not CODE.fullmatch(q.strip()):
+            query = pd.DataFrame({"title": [q], "description": [None]}, dtype=object)
+            with contextlib.suppress(TimeoutError):  # a busy model thread: no tie-break
+                ranked = await asyncio.wait_for(batcher.predict(query, ranked_codes),
+                                                SEARCH_RANK_WAIT)
+                codes = ranked.filter(regex=r"^pred_code_\d+$").iloc[0].dropna()
+                tie_break = {code: i for i, code in enumerate(codes)}
+        return {"occupations": await run_in_threadpool(occupations.search, q, limit, tie_break)}
 
     @app.get("/v1/occupations/{code}")
     async def occupation(code: str):
@@ -421,8 +457,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     def learn(file: int, corrections: Path) -> pd.DataFrame:
         """The still-undecided rows to review that the file's corrections now decide."""
         pending = store.pending(file)
-        if pending.empty:
-            return pending.assign(code=[])
+        if pending.empty or store.corrections(file).empty:  # outcomes and groups teach nothing
+            return pending.iloc[:0].assign(code=[])
         learner.set_corrections(load_corrections(parts, corrections))
         result = learner.predict(pending["title"], top_k=1)
         decided = result.scores[:, 0] > 1  # a correction scores 1 + its similarity
@@ -430,37 +466,73 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.put("/v1/files/{file}/rows/{row}/decision")
     async def decide(file: Id, row: Id, decision: Decision):
-        """Save a reviewer's decision, then apply it to the near-equal undecided rows."""
+        """Save a reviewer's decision (a code at its level, or an outcome), then apply the
+        reviewers' O*NET-SOC decisions to the near-equal undecided rows."""
         known_file(file)
-        if store.row(file, row) is None:
-            raise HTTPException(404, f"file {file} has no row {row}")
-        if decision.code not in occupations.titles:
+        for r in (row, *decision.also):
+            if store.row(file, r) is None:
+                raise HTTPException(404, f"file {file} has no row {r}")
+        level = decision.outcome or occupations.levels.get(decision.code)
+        if level is None:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
-                                     f"{parts.taxonomy.version} code")
-        before = await run_in_threadpool(store.decide, file, row, decision.code,
-                                         decision.reviewer)
+                                     f"{parts.taxonomy.version} code or a SOC 2018 group of one")
+        before = await run_in_threadpool(store.decide, file, row, decision.code, level,
+                                         decision.reviewer, decision.comment)
+        for other in decision.also:
+            await run_in_threadpool(store.decide, file, other, decision.code, level,
+                                    decision.reviewer, decision.comment, row)
         corrections = await run_in_threadpool(store.write_corrections, file)
         resolved = await run_on(executor, learn, file, corrections)
         await run_in_threadpool(store.resolve, file, resolved["row"].tolist(),
                                 resolved["code"].tolist(), row, decision.reviewer)
-        return {"row": row, "code": decision.code, "title": occupations.titles[decision.code],
-                "replaced": before,
+        return {"row": row, "code": decision.code, "level": level,
+                "title": occupations.titles.get(decision.code), "replaced": before,
+                "also": decision.also,
                 "resolved": [{"row": r, "code": c} for r, c in zip(resolved["row"],
                                                                    resolved["code"])]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
-    async def undo(file: Id, row: Id):
+    async def undo(file: Id, row: Id, reviewer: str | None = Query(None, max_length=100)):
+        """Undo the decision on `row` (and those made or learnt with it); with `reviewer`, only
+        theirs (another reviewer's decision is a 409), and the row is no longer skipped."""
         known_file(file)
         if store.row(file, row) is None:
             raise HTTPException(404, f"file {file} has no row {row}")
+        if reviewer is not None:
+            owner = await run_in_threadpool(store.decider, file, row)
+            if owner not in (None, reviewer):
+                raise HTTPException(409, f"row {row} was decided by {owner}: only they can undo "
+                                         "it (decide it again to replace it)")
+            await run_in_threadpool(store.skip, file, row, reviewer, False)
         undone = await run_in_threadpool(store.undo, file, row)
         await run_in_threadpool(store.write_corrections, file)
         return {"undone": undone}
 
+    @app.put("/v1/files/{file}/rows/{row}/skip")
+    async def skip(file: Id, row: Id, reviewer: str = Query(min_length=1, max_length=100)):
+        """Put the row last in the reviewer's queue (kept across reloads)."""
+        known_file(file)
+        if store.row(file, row) is None:
+            raise HTTPException(404, f"file {file} has no row {row}")
+        await run_in_threadpool(store.skip, file, row, reviewer)
+        return {"skipped": row}
+
+    @app.get("/v1/files/{file}/decisions")
+    async def decisions(file: Id):
+        """Every decided row's decision (the page's refresh: other reviewers' decisions)."""
+        known_file(file)
+        return {"decisions": await run_in_threadpool(store.decisions, file)}
+
+    @app.get("/v1/files/{file}/session")
+    async def session(file: Id, reviewer: str = Query(min_length=1, max_length=100)):
+        """The reviewer's skipped rows and undo history (their own decisions, oldest first)."""
+        known_file(file)
+        return await run_in_threadpool(store.session, file, reviewer)
+
     @app.get("/v1/files/{file}/export")
     async def export(file: Id):
-        """The coded file with final_code, final_title, decided_by and reviewer, in its
-        format."""
+        """The coded file with final_code, final_title, final_level, decided_by, reviewer and
+        review_comment, in its format."""
         found = known_file(file)
         path = await run_in_threadpool(store.export, file, occupations.titles)
         stem, suffix = Path(found["name"]).stem, Path(found["coded"]).suffix
@@ -477,7 +549,16 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     async def page():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """Swagger UI from the swagger-ui-bundle package: works offline."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url="/docs-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-ui/swagger-ui.css",
+                                   swagger_favicon_url="/docs-ui/favicon-32x32.png")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-ui")
     return app
 
 

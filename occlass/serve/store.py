@@ -3,11 +3,14 @@ decision, saved as it is made (a closed tab, a reload or a killed server loses n
 
 A file is known by its content: the SHA-256 of the table opened and of its coded file. A
 decision is one row of `decisions`, keyed by (file, row): two reviewers on one file write
-different rows, and on the same row the last write wins and records who made it. Exports read
-the coded file again, refused unless it is the one reviewed (same checksum, every row's title the
-stored one), and merge the decisions: `final_code`, `final_title`, `decided_by` ("model",
-"reviewer" or "correction": learnt from a reviewer's decision on a near-equal title) and
-`reviewer`.
+different rows, and on the same row the last write wins and records who made it; each
+reviewer's skips and undo history (their own decisions, in order) are kept too. A decision is a
+code at its level (an O*NET-SOC occupation or a SOC 2018 group, `LEVELS`) or a residual outcome
+(`OUTCOMES`: no code). Exports read the coded file again, refused unless it is the one reviewed
+(same checksum, every row's title the stored one), and merge the decisions: `final_code`,
+`final_title`, `final_level` (the code's level, or the outcome), `decided_by` ("model",
+"reviewer" or "correction": learnt from a reviewer's decision on a near-equal title),
+`reviewer` and `review_comment`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from occlass.data.tabular_io import AtomicTableWriter, read_chunks
@@ -38,9 +40,16 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (file, row));
 CREATE TABLE IF NOT EXISTS decisions (
     file INTEGER NOT NULL, row INTEGER NOT NULL, code TEXT NOT NULL, decided_by TEXT NOT NULL,
-    reviewer TEXT NOT NULL, via INTEGER, at TEXT NOT NULL, PRIMARY KEY (file, row),
-    FOREIGN KEY (file, row) REFERENCES rows(file, row));
+    reviewer TEXT NOT NULL, via INTEGER, at TEXT NOT NULL, level TEXT NOT NULL DEFAULT 'onet',
+    comment TEXT, PRIMARY KEY (file, row), FOREIGN KEY (file, row) REFERENCES rows(file, row));
+CREATE TABLE IF NOT EXISTS skips (
+    file INTEGER NOT NULL, reviewer TEXT NOT NULL, row INTEGER NOT NULL,
+    PRIMARY KEY (file, reviewer, row));
 """
+ADDED = {"decisions": {"level": "TEXT NOT NULL DEFAULT 'onet'", "comment": "TEXT"},
+         "files": {"sha256": "TEXT", "coded_sha256": "TEXT"}}
+# Residual outcomes: a decision that the row has no code (`final_level` holds it, no final_code).
+OUTCOMES = ("uncodable", "insufficient_information", "not_in_labour_force")
 CHUNK_ROWS = 10_000
 
 
@@ -79,10 +88,11 @@ class ReviewStore:
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
-                known = {r["name"] for r in db.execute("PRAGMA table_info(files)")}
-                for column in ("sha256", "coded_sha256"):  # a database of an older version
-                    if column not in known:
-                        db.execute(f"ALTER TABLE files ADD COLUMN {column} TEXT")
+                for table, columns in ADDED.items():  # a database written before these columns
+                    have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                    for name, kind in columns.items():
+                        if name not in have:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as err:
             raise OcclassError(f"review_db={self.path}: cannot be opened or created ({err}); "
                                f"make {self.path.parent} writable or set review_db= to a file "
@@ -152,14 +162,19 @@ class ReviewStore:
         with self._connect() as db:
             found = db.execute(
                 "SELECT r.row, r.title, r.description, r.review, r.prediction, d.code, "
-                "d.decided_by, d.reviewer, d.at FROM rows r LEFT JOIN decisions d "
+                "d.level, d.comment, d.decided_by, d.reviewer, d.at FROM rows r "
+                "LEFT JOIN decisions d "
                 "ON d.file = r.file AND d.row = r.row WHERE r.file = ? "
                 "ORDER BY r.review DESC, r.row", (file,)).fetchall()
         return [{"row": r["row"], "title": r["title"], "description": r["description"],
                  "review": bool(r["review"]), "prediction": json.loads(r["prediction"]),
-                 "decision": None if r["code"] is None else
-                 {"code": r["code"], "decided_by": r["decided_by"], "reviewer": r["reviewer"],
-                  "at": r["at"]}} for r in found]
+                 "decision": None if r["code"] is None else _decision(r)} for r in found]
+
+    def decisions(self, file: int) -> dict[int, dict]:
+        """Every row's decision (row → decision, as `rows` gives it)."""
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM decisions WHERE file = ?", (file,)).fetchall()
+        return {r["row"]: _decision(r) for r in found}
 
     def row(self, file: int, row: int) -> dict | None:
         with self._connect() as db:
@@ -167,15 +182,19 @@ class ReviewStore:
                                (file, row)).fetchone()
         return dict(found) if found else None
 
-    def decide(self, file: int, row: int, code: str, reviewer: str) -> dict | None:
-        """Save a reviewer's decision (replacing any earlier one on the row); returns the
-        decision it replaced."""
+    def decide(self, file: int, row: int, code: str | None, level: str, reviewer: str,
+               comment: str | None = None, via: int | None = None) -> dict | None:
+        """Save a reviewer's decision, `code` at `level` (no code for an outcome of
+        `OUTCOMES`), replacing any earlier one on the row; `via`: the row it was made on, for a
+        row of the same title decided with it (undone with it). Returns the decision it
+        replaced."""
         with self._connect() as db:
-            before = db.execute("SELECT code, decided_by, reviewer, at FROM decisions "
+            before = db.execute("SELECT code, level, decided_by, reviewer, at FROM decisions "
                                 "WHERE file = ? AND row = ?", (file, row)).fetchone()
-            db.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, 'reviewer', ?, NULL, ?)",
-                       (file, row, code, reviewer, _now()))
-        return dict(before) if before else None
+            db.execute("INSERT OR REPLACE INTO decisions (file, row, code, decided_by, reviewer, "
+                       "via, at, level, comment) VALUES (?, ?, ?, 'reviewer', ?, ?, ?, ?, ?)",
+                       (file, row, code or "", reviewer, via, _now(), level, comment))
+        return dict(before, code=before["code"] or None) if before else None
 
     def pending(self, file: int) -> pd.DataFrame:
         """The rows still to review (row, title)."""
@@ -189,26 +208,56 @@ class ReviewStore:
                 reviewer: str) -> None:
         """Decide still-undecided `rows` as learnt from the reviewer's decision on row `via`."""
         with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, 'correction', ?, ?, ?)",
+            db.executemany("INSERT OR IGNORE INTO decisions (file, row, code, decided_by, "
+                           "reviewer, via, at) VALUES (?, ?, ?, 'correction', ?, ?, ?)",
                            [(file, r, c, reviewer, via, _now()) for r, c in zip(rows, codes)])
 
     def undo(self, file: int, row: int) -> list[int]:
-        """Remove the decision on `row` and those learnt from it; returns the rows undone."""
+        """Remove the decision on `row` and those made or learnt with it; returns the rows
+        undone."""
         with self._connect() as db:
             undone = [r[0] for r in db.execute(
-                "SELECT row FROM decisions WHERE file = ? AND (row = ? OR (via = ? AND "
-                "decided_by = 'correction')) ORDER BY row", (file, row, row))]
-            db.execute("DELETE FROM decisions WHERE file = ? AND (row = ? OR (via = ? AND "
-                       "decided_by = 'correction'))", (file, row, row))
+                "SELECT row FROM decisions WHERE file = ? AND (row = ? OR via = ?) ORDER BY row",
+                (file, row, row))]
+            db.execute("DELETE FROM decisions WHERE file = ? AND (row = ? OR via = ?)",
+                       (file, row, row))
         return undone
 
+    def decider(self, file: int, row: int) -> str | None:
+        """Who made the reviewer's decision on `row` (None: no such decision)."""
+        with self._connect() as db:
+            found = db.execute("SELECT reviewer FROM decisions WHERE file = ? AND row = ? AND "
+                               "decided_by = 'reviewer' AND via IS NULL", (file, row)).fetchone()
+        return found[0] if found else None
+
+    def skip(self, file: int, row: int, reviewer: str, skipped: bool = True) -> None:
+        """Put `row` last in the reviewer's queue (again), or back in its place."""
+        with self._connect() as db:
+            db.execute("DELETE FROM skips WHERE file = ? AND reviewer = ? AND row = ?",
+                       (file, reviewer, row))
+            if skipped:
+                db.execute("INSERT INTO skips VALUES (?, ?, ?)", (file, reviewer, row))
+
+    def session(self, file: int, reviewer: str) -> dict:
+        """The reviewer's skipped rows (in skip order) and undo history (the rows of their own
+        decisions, oldest first)."""
+        with self._connect() as db:
+            skipped = [r[0] for r in db.execute(
+                "SELECT row FROM skips WHERE file = ? AND reviewer = ? ORDER BY rowid",
+                (file, reviewer))]
+            history = [r[0] for r in db.execute(
+                "SELECT row FROM decisions WHERE file = ? AND reviewer = ? AND decided_by = "
+                "'reviewer' AND via IS NULL ORDER BY rowid", (file, reviewer))]
+        return {"skipped": skipped, "history": history}
+
     def corrections(self, file: int) -> pd.DataFrame:
-        """The reviewers' decisions as a corrections table (title, code), in file order."""
+        """The reviewers' decisions of an O*NET-SOC occupation as a corrections table (title,
+        code), in file order: group codes and outcomes teach nothing."""
         with self._connect() as db:
             return pd.read_sql_query(
                 "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
                 "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
-                "ORDER BY d.row", db, params=(file,))
+                "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row", db, params=(file,))
 
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically; one
@@ -219,10 +268,11 @@ class ReviewStore:
         return path
 
     def export(self, file: int, titles: dict[str, str]) -> Path:
-        """The coded file with the final columns merged (`titles`: code → occupation title),
-        in its format, beside it. A row to review without a decision has empty final columns;
-        any other row with a prediction keeps the model's top-1. A coded file that is no
-        longer the one reviewed (`ChangedFile`) writes nothing."""
+        """The coded file with the final columns merged (`titles`: code → title, SOC groups
+        included), in its format, beside it. A row to review without a decision has empty final
+        columns; any other row with a prediction keeps the model's code at the level it was
+        coded at (`coded_code`, `coded_level`; the top-1 occupation when the file has none). A
+        coded file that is no longer the one reviewed (`ChangedFile`) writes nothing."""
         found = self.file(file)
         coded = Path(found["coded"])
         changed = ChangedFile(f"{found['name']}: its coded file was changed or removed since it "
@@ -233,8 +283,8 @@ class ReviewStore:
             raise changed
         with self._connect() as db:
             decided = pd.read_sql_query(
-                "SELECT row, code, decided_by, reviewer FROM decisions WHERE file = ?",
-                db, params=(file,), index_col="row")
+                "SELECT row, NULLIF(code, '') AS code, level, decided_by, reviewer, comment "
+                "FROM decisions WHERE file = ?", db, params=(file,), index_col="row")
             stored = pd.read_sql_query("SELECT row, title, review FROM rows WHERE file = ?", db,
                                        params=(file,), index_col="row")
         review = stored["review"]
@@ -248,20 +298,31 @@ class ReviewStore:
                 title = title.where(title.isna(), title.astype(str)).fillna("")
                 if title.tolist() != stored["title"].reindex(rows).fillna("").tolist():
                     raise changed  # not the same rows in the same order
-                model = (~review.reindex(rows).astype(bool).to_numpy()
-                         & chunk["status"].eq("ok").to_numpy())
-                final = decided.reindex(rows).astype(object)
-                by_model = model & final["code"].isna().to_numpy()
-                final.loc[by_model, ["code", "decided_by"]] = np.column_stack(
-                    [chunk["pred_code_1"].to_numpy(object)[by_model],
-                     np.full(by_model.sum(), "model", dtype=object)])
+                final = decided.reindex(rows).astype(object).set_index(chunk.index)
+                if "coded_code" in chunk:
+                    code, level = chunk["coded_code"], chunk["coded_level"]
+                else:
+                    code, level = chunk["pred_code_1"], pd.Series("onet", index=chunk.index)
+                by_model = (~review.reindex(rows).astype(bool).to_numpy()
+                            & chunk["status"].eq("ok").to_numpy() & code.notna().to_numpy()
+                            & final["decided_by"].isna().to_numpy())
+                final.loc[by_model, "code"] = code[by_model]
+                final.loc[by_model, "level"] = level[by_model]
+                final.loc[by_model, "decided_by"] = "model"
                 final = pd.DataFrame({"final_code": final["code"],
                                       "final_title": final["code"].map(titles),
+                                      "final_level": final["level"],
                                       "decided_by": final["decided_by"],
-                                      "reviewer": final["reviewer"]}).astype(object)
+                                      "reviewer": final["reviewer"],
+                                      "review_comment": final["comment"]}).astype(object)
                 final = final.where(final.notna(), None)
-                writer.write(pd.concat([chunk, final.set_index(chunk.index)], axis=1))
+                writer.write(pd.concat([chunk, final], axis=1))
         return path
+
+
+def _decision(r: sqlite3.Row) -> dict:
+    return {"code": r["code"] or None, "level": r["level"], "comment": r["comment"],
+            "decided_by": r["decided_by"], "reviewer": r["reviewer"], "at": r["at"]}
 
 
 def _beside(coded: str | Path, what: str, suffix: str) -> Path:
