@@ -42,7 +42,6 @@ WORKER_OPTIONS = ("run", "data_dir", "zero_shot_cache", "corrections", "device",
                   "max_category_length", "max_input_length", "batch_size", "batch_tokens",
                   "precision", "evidence", "review_below", "confidence", "target_precision",
                   "min_level")
-PATH_OPTIONS = ("run", "data_dir", "zero_shot_cache", "corrections")
 
 _PREDICTOR: dict[str, Predictor] = {}  # this Python worker's predictor, by its settings
 
@@ -53,7 +52,7 @@ class CountPerProcess(AccumulatorParam):
     def zero(self, value: dict) -> dict:
         return {}
 
-    def addInPlace(self, total: dict, more: dict) -> dict:  # noqa: N802 (pyspark's name)
+    def addInPlace(self, total: dict, more: dict) -> dict:
         for pid, n in more.items():
             total[pid] = total.get(pid, 0) + n
         return total
@@ -172,9 +171,9 @@ def arrow_schema(columns: list[str]) -> pa.Schema:
 
 
 def worker_settings(cfg: DictConfig, threads: int) -> dict:
-    """What a worker needs, as plain values; paths absolute (every node must see them)."""
+    """What a worker needs, as plain values. Paths stay as given: each worker resolves them in
+    its own folder (local mode: the driver's; a cluster's: where --archives unpack)."""
     options = {key: cfg.get(key) for key in WORKER_OPTIONS}
-    options.update({key: os.path.abspath(options[key]) for key in PATH_OPTIONS if options[key]})
     return {"options": options, "top_k": cfg.top_k, "threads": threads}
 
 
@@ -185,10 +184,14 @@ def predict_spark(cfg: DictConfig) -> dict:
     engine = cfg.engine
     if not (cfg.input and cfg.output):
         raise OcclassError("engine=spark: give input=FILE_FOLDER_OR_GLOB and output=FOLDER")
+    for key, default in (("threads_per_task", "spark.task.cpus"),
+                         ("partitions", "2 × spark.default.parallelism")):
+        value = engine[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise OcclassError(f"engine.{key}={value!r}: give a whole number of at least 1, "
+                               f"or null ({default})")
     threads = engine.threads_per_task
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise OcclassError(f"engine.threads_per_task={threads!r}: give a whole number of at "
-                           "least 1, or null (spark.task.cpus)")
     if Path(cfg.output).exists():
         raise OcclassError(f"output={cfg.output} exists: Spark writes a new folder; remove it "
                            "or choose another")
@@ -223,7 +226,9 @@ def run_job(spark: SparkSession, df: DataFrame, keys: list[str], settings: dict,
     """Distinct keys → mapInArrow → joined back → written; then the counts, read back."""
     if cfg.engine.row_id:
         df = df.withColumn("row_id", F.monotonically_increasing_id())
-    distinct = df.select(*keys).dropDuplicates()
+    # spread over the cores: Spark would pack a small set of distinct keys into one partition
+    partitions = cfg.engine.partitions or 2 * spark.sparkContext.defaultParallelism
+    distinct = df.select(*keys).dropDuplicates().repartition(partitions)
     fields = [T.StructField(f.name, T.DoubleType() if f.type == pa.float64() else
                             T.BooleanType() if f.type == pa.bool_() else T.StringType())
               for f in schema]
@@ -248,20 +253,8 @@ def run_job(spark: SparkSession, df: DataFrame, keys: list[str], settings: dict,
             "run_id": settings["run_id"], "loads": dict(loads.value)}
 
 
-def main() -> None:
-    """`spark-submit .../occlass/predict/spark.py run=RUN input=IN output=OUT`: predict.py
-    with engine=spark (and --master from spark-submit)."""
-    import hydra
-
-    from occlass.cli import CONF, run_cli
-    from occlass.predict.job import predict_job
+if __name__ == "__main__":  # spark-submit .../occlass/predict/spark.py run=RUN input=IN output=OUT
+    from occlass.predict.__main__ import main  # workers import occlass.predict.spark, not this
 
     sys.argv[1:1] = ["engine=spark"]
-    hydra.main(config_path=str(CONF), config_name="predict", version_base="1.3")(
-        lambda cfg: run_cli(predict_job, cfg))()
-
-
-if __name__ == "__main__":
-    from occlass.predict.spark import main as _main  # the module, not __main__: workers import it
-
-    _main()
+    main()
