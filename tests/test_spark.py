@@ -2,9 +2,11 @@
 codes the same rows, loads the model once per worker process, and refuses bad input and runs
 before any work."""
 
+import ast
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,13 +109,18 @@ def test_spark_codes_every_row_as_one_process(spark, levelled_run, tiny_onet, in
     single, folder = inputs
     predict(levelled_run, tiny_onet, f"input={single}", f"output={tmp_path / 'local.parquet'}",
             "chunk_rows=300")
-    summary = predict(levelled_run, tiny_onet, "engine=spark", f"input={folder}",
-                      f"output={tmp_path / 'spark'}")
+    summary = predict(levelled_run, tiny_onet, "engine=spark", "engine.row_id=true",
+                      f"input={folder}", f"output={tmp_path / 'spark'}")
     local = pd.read_parquet(tmp_path / "local.parquet")
-    out = pd.read_parquet(tmp_path / "spark").sort_values("id", ignore_index=True)
-    assert list(out.columns) == list(local.columns)  # every input column, then predict.py's
-    assert len(out) == ROWS and out["id"].tolist() == local["id"].tolist()
+    out = pd.read_parquet(tmp_path / "spark").sort_values("row_id", ignore_index=True)
     rows = input_rows()
+    assert out["row_id"].is_unique and len(out) == ROWS
+    for part in np.array_split(rows["id"], FILES):  # Spark orders the files, not their rows
+        assert out["id"][out["id"].isin(part)].tolist() == part.tolist()
+    out = out.sort_values("id", ignore_index=True)
+    assert out["id"].tolist() == local["id"].tolist()
+    # every input column and row_id, then exactly predict.py's columns
+    assert list(out.columns) == [*rows.columns, "row_id", *local.columns[len(rows.columns):]]
     pd.testing.assert_frame_equal(out[rows.columns], local[rows.columns], check_dtype=False)
     assert set(local["coded_level"].dropna()) == set(LEVELS)  # rows at every level
     assert set(local["status"]) == {"ok", "empty title", "title is a missing-value marker"}
@@ -133,17 +140,6 @@ def test_spark_codes_every_row_as_one_process(spark, levelled_run, tiny_onet, in
     assert summary["status"]["ok"] == (local["status"] == "ok").sum()
     # each Python worker process loaded the model at most once, whatever its tasks and batches
     assert summary["loads"] and set(summary["loads"].values()) == {1}
-
-
-def test_row_id_on_request(spark, run_dir, tiny_onet, inputs, tmp_path):
-    _, folder = inputs
-    predict(run_dir, tiny_onet, "engine=spark", "engine.row_id=true", f"input={folder}",
-            f"output={tmp_path / 'out'}")
-    out = pd.read_parquet(tmp_path / "out").sort_values("row_id")
-    assert out["row_id"].is_unique and len(out) == ROWS
-    ids = input_rows()["id"]
-    for part in np.array_split(ids, FILES):  # Spark orders files as it likes, rows within them
-        assert out["id"][out["id"].isin(part)].tolist() == part.tolist()
 
 
 @pytest.mark.parametrize("case, message", [
@@ -170,3 +166,24 @@ def test_bad_input_fails_before_any_task(spark, run_dir, tiny_onet, inputs, tmp_
         predict(run, tiny_onet, "engine=spark", f"input={source}", f"output={output}")
     assert "\n" not in str(err.value)
     assert not (output / "_SUCCESS").exists()
+
+
+def test_without_pyspark_one_line_says_how_to_install_it(run_dir, tiny_onet, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.delitem(sys.modules, "occlass.predict.spark", raising=False)
+    for name in ["pyspark", *(m for m in sys.modules if m.startswith("pyspark."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # import pyspark... fails
+    with pytest.raises(OcclassError, match=r"engine=spark needs pyspark: pip install"):
+        predict(run_dir, tiny_onet, "engine=spark", f"input={tmp_path}",
+                f"output={tmp_path / 'out'}")
+
+
+def test_only_the_spark_engine_imports_pyspark():
+    importers = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / "occlass").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(name.split(".")[0] in ("pyspark", "py4j") for name in
+                ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                 else [a.name for a in node.names])))
+    assert importers == ["occlass/predict/spark.py"]
