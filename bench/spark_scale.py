@@ -120,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "titles.parquet"
         distinct = generate(source, args.data_dir, args.rows, args.distinct)
-        spark = ["engine=spark", f"engine.master={args.master}"]
+        spark = ["engine=spark", f"engine.master='{args.master}'"]  # quoted: [ ] for Hydra
         results = {
             "engine=local": run(args, source, Path(tmp) / "local.parquet"),
             f"engine=spark, {args.master}": run(args, source, Path(tmp) / "spark", *spark),

@@ -171,6 +171,7 @@ def predict_job(cfg: DictConfig) -> dict | None:
     (by Spark with engine=spark: then its summary, `occlass.predict.spark.predict_spark`)."""
     check_job(cfg)
     text = raw_text(cfg)
+    transformers.logging.disable_progress_bar()  # ours (or Spark's) is the one that matters
     if text is None and engine(cfg) == "spark":
         try:
             from occlass.predict.spark import predict_spark  # imports pyspark
@@ -182,7 +183,6 @@ def predict_job(cfg: DictConfig) -> dict | None:
         return predict_spark(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    transformers.logging.disable_progress_bar()  # ours is the one that matters
     if text is not None:  # stdout is the ranked table: log lines go to stderr
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:

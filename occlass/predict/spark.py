@@ -16,6 +16,7 @@ import logging
 import operator
 import os
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -213,11 +214,11 @@ def predict_spark(cfg: DictConfig) -> dict:
             spark.stop()
     flagged = {s: n for s, n in summary["status"].items() if s != "ok"}
     log.info("%d rows → %s (%d distinct (title, description) coded, %.1f%% of the rows%s); "
-             "run_id %s; the model loaded in %d worker processes, at most %d times each",
+             "run_id %s; the model loaded %d times in %d worker processes",
              summary["rows"], cfg.output, summary["distinct"],
              100 * summary["distinct"] / max(summary["rows"], 1),
              "".join(f"; {n} {s}" for s, n in flagged.items()), summary["run_id"],
-             len(summary["loads"]), max(summary["loads"].values(), default=0))
+             sum(summary["loads"].values()), len(summary["loads"]))
     return summary
 
 
@@ -234,10 +235,13 @@ def run_job(spark: SparkSession, df: DataFrame, keys: list[str], settings: dict,
               for f in schema]
     loads = spark.sparkContext.accumulator({}, CountPerProcess())
     coded_rows = spark.sparkContext.accumulator(0)
-    coded = distinct.mapInArrow(
-        functools.partial(code_batches, settings=settings, schema=schema, loads=loads,
-                          coded_rows=coded_rows),
-        T.StructType([*distinct.schema.fields, *fields]))
+    with warnings.catch_warnings():  # mapInArrow needs no pandas on Spark's side
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas",
+                                FutureWarning)
+        coded = distinct.mapInArrow(
+            functools.partial(code_batches, settings=settings, schema=schema, loads=loads,
+                              coded_rows=coded_rows),
+            T.StructType([*distinct.schema.fields, *fields]))
     renamed = [f"__key_{i}" for i in range(len(keys))]
     coded = coded.toDF(*renamed, *schema.names)
     on = functools.reduce(operator.and_, [df[k].eqNullSafe(coded[r])
