@@ -179,11 +179,11 @@ def test_without_pyspark_one_line_says_how_to_install_it(run_dir, tiny_onet, tmp
 
 
 def test_only_the_spark_engine_imports_pyspark():
-    importers = sorted(
+    importers = sorted({
         str(path.relative_to(ROOT)) for path in (ROOT / "occlass").rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, (ast.Import, ast.ImportFrom))
         and any(name.split(".")[0] in ("pyspark", "py4j") for name in
                 ([node.module or ""] if isinstance(node, ast.ImportFrom)
-                 else [a.name for a in node.names])))
+                 else [a.name for a in node.names]))})
     assert importers == ["occlass/predict/spark.py"]
