@@ -11,6 +11,10 @@ from hydra.experimental.callback import Callback
 
 from occlass.errors import OcclassError
 
+PACKAGE = Path(__file__).resolve().parent
+# Hydra's configs: inside the installed package (a wheel), else the checkout's conf/ beside it
+CONF = PACKAGE / "conf" if (PACKAGE / "conf").is_dir() else PACKAGE.parent / "conf"
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same `with` blocks clean up."""

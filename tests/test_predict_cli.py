@@ -57,7 +57,7 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
     predict(f"input={source}", f"output={tmp_path / f'out.{ext}'}", "top_k=3", "chunk_rows=2")
     out = read(tmp_path / f"out.{ext}")
     assert list(out.columns) == [*INPUT.columns, *PRED_COLUMNS, *SOC_COLUMNS, *REVIEW_COLUMNS,
-                                 "status"]
+                                 "status", "run_id"]
     assert out["id"].tolist() == INPUT["id"].tolist()  # text stays text: leading zeros kept
     assert out["status"].tolist() == ["ok", "ok", "empty title", "empty title", "ok"]
     assert out.loc[2:3, PRED_COLUMNS].isna().all().all()
@@ -71,6 +71,20 @@ def test_every_format_round_trips(predict, run_dir, tiny_onet, tmp_path, ext):
         else:
             assert (out.loc[ok, column].fillna("").astype(str).tolist()
                     == expected.loc[ok, column].fillna("").astype(str).tolist())
+
+
+def test_run_id_names_the_model_that_coded_each_row(predict, run_dir, tiny_onet, tmp_path):
+    source = write_table(INPUT, tmp_path / "in.csv")
+    predict(f"input={source}", f"output={tmp_path / 'out.csv'}")
+    run_id = load_run(run_dir, tiny_onet).run_id
+    assert re.fullmatch(r"[0-9a-f]{12}", run_id)
+    assert read(tmp_path / "out.csv")["run_id"].tolist() == [run_id] * len(INPUT)
+    copy = shutil.copytree(run_dir, tmp_path / "copy")
+    assert load_run(copy, tiny_onet).run_id == run_id  # where the run lies does not matter
+    record = json.loads((copy / "run.json").read_text())
+    record["confidence"]["thresholds"]["0.9"][0] += 0.01  # a refitted confidence model
+    (copy / "run.json").write_text(json.dumps(record))
+    assert load_run(copy, tiny_onet).run_id != run_id
 
 
 def test_column_names_are_configurable(predict, run_dir, tiny_onet, tmp_path):

@@ -102,6 +102,7 @@ def test_predict_equals_predict_py_output(client, parts, run_dir, tiny_onet, tmp
     assert [present(r) for r in response.json()["rows"]] == [present(r) for r in expected]
     assert response.json()["run"] == "/".join(run_dir.resolve().parts[-2:])
     assert response.json()["taxonomy"] == parts.taxonomy.version
+    assert response.json()["run_id"] == parts.run_id == expected[0]["run_id"]
     one = client.post("/v1/predict", json={"title": "Wireman", "top_k": 3}).json()
     assert present(one["rows"][0]) == present(expected[0])
     row = client.post("/v1/predict", json={"title": "x"}).json()["rows"][0]

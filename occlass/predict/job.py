@@ -138,6 +138,10 @@ def check_job(cfg: DictConfig) -> None:
         if cfg.input or cfg.output:
             raise OcclassError('give text="a job title" or input=FILE output=FILE, not both')
         return
+    if engine(cfg) == "spark":
+        if cfg.get("trainer"):
+            raise OcclassError("engine=spark runs its own workers: drop trainer=")
+        return  # a folder or glob: occlass.predict.spark checks it with Spark
     if not (cfg.input and cfg.output):
         raise OcclassError('give input=FILE and output=FILE, or text="a job title"')
     check_writable(cfg.output)
@@ -157,13 +161,28 @@ def check_job(cfg: DictConfig) -> None:
                         "writes; rename them")
 
 
-def predict_job(cfg: DictConfig) -> None:
-    """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`."""
+def engine(cfg: DictConfig) -> str:
+    """`local` (this process, or DDP ranks with a trainer) or `spark` (conf/engine/)."""
+    return OmegaConf.select(cfg, "engine.name", default="local")
+
+
+def predict_job(cfg: DictConfig) -> dict | None:
+    """What `predict.py` runs: a ranked table for `text`, else `input` streamed into `output`
+    (by Spark with engine=spark: then its summary, `occlass.predict.spark.predict_spark`)."""
     check_job(cfg)
     text = raw_text(cfg)
+    transformers.logging.disable_progress_bar()  # ours (or Spark's) is the one that matters
+    if text is None and engine(cfg) == "spark":
+        try:
+            from occlass.predict.spark import predict_spark  # imports pyspark
+        except ModuleNotFoundError as err:
+            if not (err.name or "").startswith(("pyspark", "py4j")):
+                raise
+            raise OcclassError("engine=spark needs pyspark: pip install 'occlass[spark]' "
+                               "(or pip install pyspark)") from None
+        return predict_spark(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    transformers.logging.disable_progress_bar()  # ours is the one that matters
     if text is not None:  # stdout is the ranked table: log lines go to stderr
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
@@ -172,7 +191,7 @@ def predict_job(cfg: DictConfig) -> None:
         from occlass.predict.distributed import predict_distributed  # imports Lightning
 
         predict_distributed(cfg)
-        return
+        return None
     predictor = Predictor(load_configured(cfg), **predictor_options(cfg))
     if text is None:
         status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
@@ -181,7 +200,7 @@ def predict_job(cfg: DictConfig) -> None:
         log.info("%d rows → %s%s", status.total(), cfg.output,
                  f" ({', '.join(f'{n} {s}' for s, n in flagged.items())}: no prediction)"
                  if flagged else "")
-        return
+        return None
     result = predictor.predict([text], top_k=cfg.top_k)
     if result.status[0] != "ok":
         raise OcclassError(f"no prediction: {result.status[0]}")

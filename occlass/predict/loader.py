@@ -71,6 +71,17 @@ class RunParts:
         return dataclasses.replace(self, corrections=load_corrections(self, path, max_length,
                                                                       cache_dir))
 
+    @property
+    def run_id(self) -> str:
+        """A short hash of what decides the answers: the encoder's weights, the taxonomy, the
+        fusion and description weights and the confidence model (or older calibrator). Every
+        output row carries it, and the server reports it: a table says which model coded it."""
+        confidence = (self.confidence_model or self.calibrator)
+        content = [self.cache.identity["weights"], self.taxonomy.fingerprint,
+                   self.fusion_weight, self.description_weight,
+                   confidence.to_dict() if confidence is not None else None]
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
 
 def load_taxonomy(data_dir: str | Path, recipe: str, option: str = "data_dir=...") -> Taxonomy:
     """The O*NET release in `data_dir`, with task statements if the recipe uses them; a missing

@@ -94,12 +94,13 @@ class Predictions:
     soc_titles: np.ndarray | None = None    # (N, k) its SOC title
     coded: dict[str, np.ndarray] | None = None  # (N,) coded_level, coded_code, coded_title,
     # coded_confidence: the finest level whose confidence reaches the target precision
+    run_id: str | None = None  # the run that predicted them (`RunParts.run_id`)
 
     def to_frame(self, index: pd.Index | None = None) -> pd.DataFrame:
         """Columns pred_code_1..k, pred_title_1..k, pred_score_1..k, soc_code_1..k and
         soc_title_1..k (with the SOC structure), confidence, coded_level, coded_code,
         coded_title, coded_confidence (with a confidence model) and needs_review (with a
-        calibrated run), pred_evidence_1 (with evidence on), status."""
+        calibrated run), pred_evidence_1 (with evidence on), status, run_id."""
         columns = {}
         ranked = [("pred_code", self.codes), ("pred_title", self.titles),
                   ("pred_score", self.scores.astype(np.float64).round(6)),
@@ -114,14 +115,17 @@ class Predictions:
             columns["needs_review"] = self.needs_review
         if self.evidence is not None:
             columns["pred_evidence_1"] = self.evidence
-        return pd.DataFrame({**columns, "status": self.status}, index=index)
+        columns["status"] = self.status
+        if self.run_id is not None:
+            columns["run_id"] = np.full(len(self.status), self.run_id, dtype=object)
+        return pd.DataFrame(columns, index=index)
 
 
 def prediction_columns(top_k: int) -> list[str]:
     """Every column that prediction may add to a table (by `Predictions.to_frame`)."""
     none = np.full((0, top_k), None)
     return list(Predictions(none, none, none, np.array([]), np.array([]), np.array([]),
-                            np.array([])).to_frame().columns)
+                            np.array([]), run_id="").to_frame().columns)
 
 
 def bf16_copy(encoder: torch.nn.Module) -> torch.nn.Module:
@@ -221,6 +225,7 @@ class Predictor:
         self.correction_threshold = correction_threshold
         self._memo: dict[bytes, Ranked] = {}  # a title's tokens → its ranking, oldest first
         self._memo_held = 0  # bytes
+        self.run_id = parts.run_id
 
     def set_corrections(self, corrections: ExemplarMemory | None) -> None:
         """Reviewed titles (`occlass.predict.loader.load_corrections`) that decide the answer for
@@ -286,7 +291,8 @@ class Predictor:
                                                      "title is not text"], "empty title")
         return Predictions(codes, names, scores, status.astype(object),
                            None if review is None else confidence, review,
-                           evidence if self.evidence else None, soc_codes, soc_titles, coded)
+                           evidence if self.evidence else None, soc_codes, soc_titles, coded,
+                           self.run_id)
 
     def _coded(self, ok: np.ndarray, group: np.ndarray,
                probability: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

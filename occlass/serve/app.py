@@ -225,7 +225,7 @@ class TakingTurns:
 
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
     run = "zero-shot" if cfg.run is None else "/".join(Path(cfg.run).resolve().parts[-2:])
-    return {"run": run, "taxonomy": parts.taxonomy.version}
+    return {"run": run, "run_id": parts.run_id, "taxonomy": parts.taxonomy.version}
 
 
 class Occupations:
