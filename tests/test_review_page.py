@@ -73,7 +73,7 @@ def open_page(driver, url):
 def test_review_a_file_in_the_browser(browser, run_dir, tiny_onet, tmp_path):
     raw = write_table(pd.DataFrame({"id": range(1, 6), "title": TITLES}), tmp_path / "jobs.csv")
     with serving(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
-                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1.01",  # all reviewed
+                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1",  # all reviewed
                  "learn_threshold=0.9999") as (_, url):  # the tiny model finds all titles alike
         open_page(browser, url)
         reviewer = browser.find_element(By.ID, "reviewer")

@@ -206,7 +206,7 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     raw = write_table(review_file(), tmp_path / "batch.csv")
     # the tiny model is sure of the Wireman rows (confidence 1): review every row, so that the
     # decision on row 0 can decide the near-equal row 1
-    client = make_client("learn_threshold=0.9999", "confidence=platt", "review_below=1.01")
+    client = make_client("learn_threshold=0.9999", "confidence=platt", "review_below=1")
     opened = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes())
     assert opened.status_code == 200, opened.text
     file = opened.json()["id"]
@@ -291,7 +291,7 @@ def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path
 
     raw = write_table(review_file(), tmp_path / "batch.csv")
     options = (f"run={run_dir}", f"data_dir={tiny_onet}", f"uploads={tmp_path / 'uploads'}",
-               "confidence=platt", "review_below=1.01")  # every row to review
+               "confidence=platt", "review_below=1")  # every row to review
     http = httpx.Client(timeout=None)
     with serving(tmp_path, *options) as (server, url):
         file = http.post(f"{url}/v1/files", params={"name": "batch.csv"},

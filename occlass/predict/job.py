@@ -4,6 +4,7 @@ through the `Predictor` (one process here; several through `occlass.predict.dist
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections import Counter
@@ -60,6 +61,18 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def is_number(value) -> bool:
+    """A finite int or float; a boolean is not a number here."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def named(key: str, value) -> str:
+    """`key=value` for a message, a long value cut short."""
+    text = repr(value)
+    return f"{key}={text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def raw_text(cfg: DictConfig):
     """`text` as typed: a job title may look like OmegaConf's "???" or "${...}"."""
     return OmegaConf.to_container(cfg, resolve=False)["text"]
@@ -93,33 +106,38 @@ def check_title_column(path, title: str) -> None:
                         ".parquet")
 
 
-def check_job(cfg: DictConfig) -> None:
-    """Refuse bad options and inputs with one line each, before a model is loaded."""
-    for key in ("top_k", "chunk_rows", "batch_size", "batch_tokens"):
+def check_options(cfg: DictConfig) -> None:
+    """The options that predict.py and serve.py share, each bad one refused in one line before
+    a model is loaded."""
+    for key in ("top_k", "batch_size", "batch_tokens"):
         if not _whole(cfg[key]):
-            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1")
+            raise OcclassError(f"{named(key, cfg[key])}: give a whole number of at least 1")
     for key in ("max_input_length", "max_category_length", "threads"):
         if cfg[key] is not None and not _whole(cfg[key]):
-            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1, or null")
-    for key in ("evidence", "progress"):
-        if not isinstance(cfg.get(key, True), bool):
-            raise OcclassError(f"{key}={cfg[key]!r}: give true or false")
+            raise OcclassError(f"{named(key, cfg[key])}: give a whole number of at least 1, "
+                               "or null")
+    if not isinstance(cfg.get("evidence", True), bool):
+        raise OcclassError(f"{named('evidence', cfg.evidence)}: give true or false")
     if str(cfg.precision) not in PRECISIONS:
-        raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise OcclassError(f"{named('precision', cfg.precision)}: choose one of "
+                           f"{', '.join(PRECISIONS)}")
     if not cfg.get("trainer"):
         check_device(cfg.device)
     review = cfg.get("review_below")
-    if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
-                               or not 0 <= review <= 1):
-        raise OcclassError(f"review_below={review!r}: give a confidence between 0 and 1, or null")
+    if review is not None and not (is_number(review) and 0 <= review <= 1):
+        raise OcclassError(f"{named('review_below', review)}: give a confidence between 0 and "
+                           "1 (1: review every row), or null")
     target = cfg.get("target_precision")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
-                               or not 0 < target < 1):
-        raise OcclassError(f"target_precision={target!r}: give a precision between 0 and 1, "
-                           "or null (the run's)")
+    if target is not None and not (is_number(target) and 0 < target < 1):
+        raise OcclassError(f"{named('target_precision', target)}: give a precision between 0 "
+                           "and 1, or null (the run's)")
     for key, choices in (("min_level", LEVELS), ("confidence", CONFIDENCES)):
         if cfg.get(key, choices[-1]) not in choices:
-            raise OcclassError(f"{key}={cfg[key]!r}: choose one of {', '.join(choices)}")
+            raise OcclassError(f"{named(key, cfg[key])}: choose one of {', '.join(choices)}")
+    if cfg.get("confidence") == "platt" and (target is not None
+                                             or cfg.get("min_level", "major") != "major"):
+        raise OcclassError("target_precision= and min_level= apply to confidence=levels; "
+                           "confidence=platt flags rows by review_below=")
     if review is not None and cfg.run is None:
         raise OcclassError("review_below= needs run=: the zero-shot model has no calibrated "
                            "confidence to review by")
@@ -129,6 +147,16 @@ def check_job(cfg: DictConfig) -> None:
             raise OcclassError(f"{key}={cfg[key]}: the model takes at most {limit} tokens")
     if cfg.get("corrections"):
         next(read_chunks(cfg.corrections, 1, required=["title", "code"]))  # readable, headed
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Refuse bad options and inputs with one line each, before a model is loaded."""
+    check_options(cfg)
+    if not _whole(cfg.chunk_rows):
+        raise OcclassError(f"{named('chunk_rows', cfg.chunk_rows)}: give a whole number of at "
+                           "least 1")
+    if not isinstance(cfg.get("progress", True), bool):
+        raise OcclassError(f"{named('progress', cfg.progress)}: give true or false")
     title, description = cfg.columns.title, cfg.columns.description
     if not isinstance(title, str) or not title:
         raise OcclassError(f"columns.title={title!r}: name the input's title column")

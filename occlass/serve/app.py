@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -27,10 +28,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from occlass.data.examples import load_pairs
 from occlass.data.tabular_io import SUPPORTED, read_chunks
 from occlass.errors import OcclassError
-from occlass.predict.job import predict_file
+from occlass.predict.job import check_options, is_number, named, predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
 from occlass.predict.predictor import Predictor
-from occlass.serve.batcher import MicroBatcher, run_on
+from occlass.serve.batcher import MicroBatcher, Stopped, run_on
 from occlass.serve.store import ReviewStore, is_coded, safe_name
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,26 @@ def auth_token(cfg: DictConfig) -> str | None:
     return token
 
 
+def check_serve_options(cfg: DictConfig) -> None:
+    """predict.py's shared option check, then serve.py's own options: one line each, before
+    a model is loaded."""
+    check_options(cfg)
+    if not (isinstance(cfg.max_batch, int) and not isinstance(cfg.max_batch, bool)
+            and cfg.max_batch >= 1):
+        raise OcclassError(f"{named('max_batch', cfg.max_batch)}: give a whole number of at "
+                           "least 1")
+    if not (isinstance(cfg.port, int) and not isinstance(cfg.port, bool)
+            and 0 <= cfg.port <= 65535):
+        raise OcclassError(f"{named('port', cfg.port)}: give a port number from 0 to 65535")
+    for key, low, what in (("max_wait_ms", 0, "milliseconds, 0 or more"),
+                           ("max_request_mb", 1 / 1024, "megabytes, at least 1/1024"),
+                           ("max_upload_mb", 1 / 1024, "megabytes, at least 1/1024"),
+                           ("learn_threshold", 0, "a similarity from 0 to 1")):
+        if not (is_number(cfg[key]) and low <= cfg[key] <= (1 if key == "learn_threshold"
+                                                              else math.inf)):
+            raise OcclassError(f"{named(key, cfg[key])}: give {what}")
+
+
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
     run = "zero-shot" if cfg.run is None else "/".join(Path(cfg.run).resolve().parts[-2:])
     return {"run": run, "taxonomy": parts.taxonomy.version}
@@ -203,12 +224,14 @@ def prediction_columns(predictor: Predictor):
 def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     """The app for serve.py's options `cfg` (conf/serve.yaml); `parts` default to the ones
     `cfg` names."""
+    check_serve_options(cfg)
     parts = parts or load_configured(cfg)
     options = predictor_options(cfg)
     predictor = Predictor(parts, **options)
     learner = Predictor(parts, **options, correction_threshold=cfg.learn_threshold)
     executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
-    batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000)
+    batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000,
+                           on_failure=lambda error: app.state.stop())
     identity = run_identity(cfg, parts)
     occupations = Occupations(parts, cfg.data_dir)
     shown = prediction_columns(predictor)
@@ -244,6 +267,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     app = FastAPI(title="occlass review desk", lifespan=lifespan,
                   description="Code job titles into O*NET-SOC occupations and review them.")
     app.state.batcher, app.state.store = batcher, store
+    app.state.stop = lambda: None  # serve() sets the server's
     app.add_middleware(BodyLimit, limit=int(cfg.max_request_mb * 2**20),
                        upload_limit=int(cfg.max_upload_mb * 2**20))
 
@@ -274,6 +298,10 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     @app.exception_handler(OcclassError)
     async def user_error(request: Request, err: OcclassError):
         return _error(400, str(err))
+
+    @app.exception_handler(Stopped)
+    async def stopped(request: Request, err: Stopped):
+        return _error(503, f"{err}; the server is stopping")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception):
@@ -397,9 +425,15 @@ def serve(cfg: DictConfig) -> None:
     import torch
     import uvicorn
 
+    check_serve_options(cfg)
     auth_token(cfg)  # refuse an open non-loopback bind before loading anything
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     app = create_app(cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
+                                           log_level="warning"))
+    app.state.stop = lambda: setattr(server, "should_exit", True)
     log.info("review desk on http://%s:%s/ (API docs at /docs)", cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    server.run()
+    if app.state.batcher.error is not None:
+        raise OcclassError(f"the server stopped: {app.state.batcher.error}")
