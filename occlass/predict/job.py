@@ -22,6 +22,7 @@ from occlass.data.tabular_io import (
     check_writable,
     count_rows,
     has_bom,
+    neutralise_formulas,
     read_chunks,
 )
 from occlass.errors import DataError, OcclassError
@@ -33,11 +34,13 @@ log = logging.getLogger(__name__)
 
 def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
                  title_column: str = "title", description_column: str | None = "description",
-                 chunk_rows: int = 10_000, progress: bool = True) -> Counter:
+                 chunk_rows: int = 10_000, progress: bool = True,
+                 neutralise: bool = False) -> Counter:
     """Stream a CSV/JSONL/Parquet table through `predictor` into `output` (same choice of types):
     every input column exactly as read, then the prediction columns (a table without rows gets
-    them as its header). `output` appears only once complete; a failure keeps the old one.
-    Returns the count of rows per status ("ok", "empty title", ...)."""
+    them as its header); `neutralise` puts a quote before text that a spreadsheet would take for a
+    formula (`neutralise_formulas`). `output` appears only once complete; a failure keeps the
+    old one. Returns the count of rows per status ("ok", "empty title", ...)."""
     chunks = read_chunks(input, chunk_rows, required=[title_column])
     status: Counter = Counter()
     try:
@@ -47,7 +50,7 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
             for chunk in chunks:
                 result = predictor.predict_frame(chunk, top_k, title_column, description_column,
                                                  input)
-                writer.write(result)
+                writer.write(neutralise_formulas(result) if neutralise else result)
                 status.update(result["status"])
                 bar.update(len(chunk))
     except OSError as err:  # disk full, folder removed or made read-only while writing
@@ -155,8 +158,9 @@ def check_job(cfg: DictConfig) -> None:
     if not _whole(cfg.chunk_rows):
         raise OcclassError(f"{named('chunk_rows', cfg.chunk_rows)}: give a whole number of at "
                            "least 1")
-    if not isinstance(cfg.get("progress", True), bool):
-        raise OcclassError(f"{named('progress', cfg.progress)}: give true or false")
+    for key in ("progress", "neutralise_formulas"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise OcclassError(f"{named(key, cfg[key])}: give true or false")
     title, description = cfg.columns.title, cfg.columns.description
     if not isinstance(title, str) or not title:
         raise OcclassError(f"columns.title={title!r}: name the input's title column")
@@ -204,7 +208,8 @@ def predict_job(cfg: DictConfig) -> None:
     predictor = Predictor(load_configured(cfg), **predictor_options(cfg))
     if text is None:
         status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
-                              cfg.columns.description, cfg.chunk_rows, cfg.progress)
+                              cfg.columns.description, cfg.chunk_rows, cfg.progress,
+                              neutralise=cfg.neutralise_formulas)
         flagged = {s: n for s, n in status.items() if s != "ok"}
         log.info("%d rows → %s%s", status.total(), cfg.output,
                  f" ({', '.join(f'{n} {s}' for s, n in flagged.items())}: no prediction)"

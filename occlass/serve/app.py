@@ -18,7 +18,7 @@ import anyio
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from occlass.data.examples import load_pairs
-from occlass.data.tabular_io import SUPPORTED, read_chunks
+from occlass.data.tabular_io import SUPPORTED, neutralise_formulas, read_chunks
 from occlass.errors import OcclassError
 from occlass.predict.job import check_options, is_number, named, predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
@@ -407,10 +407,13 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.get("/v1/files/{file}/corrections")
     async def corrections(file: int):
-        """The reviewers' decisions as `title,code`: for corrections= and data.extra_files."""
+        """The reviewers' decisions as `title,code`: for corrections= and data.extra_files
+        (a title a spreadsheet would take for a formula gets a leading quote)."""
         found = known_file(file)
-        path = await run_in_threadpool(store.write_corrections, file)
-        return FileResponse(path, filename=f"{Path(found['name']).stem}.corrections.csv")
+        table = neutralise_formulas(await run_in_threadpool(store.corrections, file))
+        name = safe_name(f"{Path(found['name']).stem}.corrections.csv")
+        return Response(table.to_csv(index=False), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/", include_in_schema=False)
     async def page():

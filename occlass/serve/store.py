@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from occlass.data.tabular_io import AtomicTableWriter, read_chunks
+from occlass.data.tabular_io import AtomicTableWriter, neutralise_formulas, read_chunks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -182,8 +182,9 @@ class ReviewStore:
 
     def export(self, file: int, titles: dict[str, str]) -> Path:
         """The coded file with the final columns merged (`titles`: code → occupation title),
-        in its format, beside it. A row to review without a decision has empty final columns;
-        any other row with a prediction keeps the model's top-1."""
+        in its format, beside it, for people: text a spreadsheet would take for a formula gets
+        a leading quote. A row to review without a decision has empty final columns; any other
+        row with a prediction keeps the model's top-1."""
         coded = Path(self.file(file)["coded"])
         with self._connect() as db:
             decided = pd.read_sql_query(
@@ -209,7 +210,8 @@ class ReviewStore:
                                       "decided_by": final["decided_by"],
                                       "reviewer": final["reviewer"]}).astype(object)
                 final = final.where(final.notna(), None)
-                writer.write(pd.concat([chunk, final.set_index(chunk.index)], axis=1))
+                writer.write(neutralise_formulas(pd.concat([chunk, final.set_index(chunk.index)],
+                                                           axis=1)))
         return path
 
 
