@@ -11,6 +11,7 @@ import math
 import os
 import re
 import secrets
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -164,6 +165,8 @@ def check_serve_options(cfg: DictConfig) -> None:
         if not (is_number(cfg[key]) and low <= cfg[key] <= (1 if key == "learn_threshold"
                                                               else math.inf)):
             raise OcclassError(f"{named(key, cfg[key])}: give {what}")
+    if cfg.input:
+        next(read_chunks(cfg.input, 1, required=["title"]))  # readable, with titles
 
 
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
@@ -241,25 +244,30 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                                                                     + ".review.sqlite")
                                           if cfg.input else uploads / "review.sqlite"))
 
+    def register(path: Path, name: str) -> dict:
+        """Register a table for review, predicting it first (into the server's own folder:
+        never over a file it did not write) unless it is predict.py's output."""
+        header = next(read_chunks(path, 1, required=["title"]))
+        coded = path
+        if not is_coded(header.columns):
+            uploads.mkdir(parents=True, exist_ok=True)
+            own = path if path.parent == uploads else uploads / f"{secrets.token_hex(4)}-{name}"
+            coded = own.with_name(f"{own.stem}.coded{own.suffix}")
+            predict_file(predictor, path, coded, cfg.top_k, progress=False)
+        return {"id": store.add_file(name, coded, shown), "name": name}
+
     async def open_file(path: Path, name: str) -> dict:
-        """Register a table for review, predicting it first unless it is predict.py's output."""
         try:
-            header = next(read_chunks(path, 1, required=["title"]))
-            coded = path
-            if not is_coded(header.columns):
-                coded = path.with_name(f"{path.stem}.coded{path.suffix}")
-                await run_on(executor, lambda: predict_file(predictor, path, coded, cfg.top_k,
-                                                            progress=False))
-            file = await run_in_threadpool(store.add_file, name, coded, shown)
+            return await run_on(executor, register, path, name)
         except OcclassError as err:
             raise HTTPException(400, str(err).replace(str(path), name)) from None
-        return {"id": file, "name": name}
+
+    if cfg.input and not any(f["name"] == Path(cfg.input).name for f in store.files()):
+        register(Path(cfg.input), Path(cfg.input).name)  # a bad input: one line, no server
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        if cfg.input and not any(f["name"] == Path(cfg.input).name for f in store.files()):
-            await open_file(Path(cfg.input), Path(cfg.input).name)
         yield
         await batcher.stop()
         executor.shutdown()
@@ -359,35 +367,42 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         known_file(file)
         return {"rows": await run_in_threadpool(store.rows, file), **identity}
 
-    def learn(file: int, corrections: Path) -> pd.DataFrame:
-        """The still-undecided rows to review that the file's corrections now decide."""
-        pending = store.pending(file)
-        if pending.empty:
-            return pending.assign(code=[])
-        learner.set_corrections(load_corrections(parts, corrections))
+    def learn(corrections: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+        """The rows of `pending` that the `corrections` (title, code) now decide."""
+        corrections = corrections[corrections["title"].fillna("").str.strip() != ""]
+        if pending.empty or corrections.empty:  # e.g. a decision on an empty title
+            return pending.assign(code=[]).iloc[:0]
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "corrections.csv"
+            corrections.to_csv(path, index=False)
+            try:
+                learner.set_corrections(load_corrections(parts, path))
+            except OcclassError as err:
+                raise OcclassError(str(err).replace(str(path), "the corrections")) from None
         result = learner.predict(pending["title"], top_k=1)
         decided = result.scores[:, 0] > 1  # a correction scores 1 + its similarity
         return pending[decided].assign(code=result.codes[decided, 0])
 
     @app.put("/v1/files/{file}/rows/{row}/decision")
     async def decide(file: int, row: int, decision: Decision):
-        """Save a reviewer's decision, then apply it to the near-equal undecided rows."""
+        """Save a reviewer's decision and apply it to the near-equal undecided rows: one
+        transaction (saved and answered 200, or not saved and an error)."""
         known_file(file)
         if store.row(file, row) is None:
             raise HTTPException(404, f"file {file} has no row {row}")
         if decision.code not in occupations.titles:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
                                      f"{parts.taxonomy.version} code")
-        before = await run_in_threadpool(store.decide, file, row, decision.code,
-                                         decision.reviewer)
-        corrections = await run_in_threadpool(store.write_corrections, file)
-        resolved = await run_on(executor, learn, file, corrections)
-        await run_in_threadpool(store.resolve, file, resolved["row"].tolist(),
-                                resolved["code"].tolist(), row, decision.reviewer)
+        before, resolved = await run_on(executor, store.decide, file, row, decision.code,
+                                        decision.reviewer, learn)
+        try:
+            await run_in_threadpool(store.write_corrections, file)
+        except (OSError, OcclassError) as err:  # saved: the file beside is rewritten next time
+            log.warning("the corrections file of file %s was not rewritten: %s", file, err)
         return {"row": row, "code": decision.code, "title": occupations.titles[decision.code],
                 "replaced": before,
-                "resolved": [{"row": r, "code": c} for r, c in zip(resolved["row"],
-                                                                   resolved["code"])]}
+                "resolved": [{"row": int(r), "code": c} for r, c in zip(resolved["row"],
+                                                                        resolved["code"])]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
     async def undo(file: int, row: int):

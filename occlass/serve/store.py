@@ -2,7 +2,9 @@
 decision, saved as it is made (a closed tab, a reload or a killed server loses nothing).
 
 A decision is one row of `decisions`, keyed by (file, row): two reviewers on one file write
-different rows, and on the same row the last write wins and records who made it. Exports read
+different rows, and on the same row the last write wins and records who made it. Rows learnt
+from a decision follow it: re-deciding or undoing it re-learns or undoes them (a row a reviewer
+decided directly stays). Exports read
 the coded file again and merge the decisions: `final_code`, `final_title`, `decided_by`
 ("model", "reviewer" or "correction": learnt from a reviewer's decision on a near-equal title)
 and `reviewer`.
@@ -15,13 +17,14 @@ import datetime
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from occlass.data.tabular_io import AtomicTableWriter, neutralise_formulas, read_chunks
+from occlass.errors import OcclassError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -57,10 +60,17 @@ class ReviewStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"damaged ({check})")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise OcclassError(f"review_db={self.path}: cannot be used as the review database "
+                               f"({err}); give a writable SQLite file, or a new name") from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -130,30 +140,40 @@ class ReviewStore:
                                (file, row)).fetchone()
         return dict(found) if found else None
 
-    def decide(self, file: int, row: int, code: str, reviewer: str) -> dict | None:
-        """Save a reviewer's decision (replacing any earlier one on the row); returns the
-        decision it replaced."""
+    def decide(self, file: int, row: int, code: str, reviewer: str,
+               learn: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame] | None = None
+               ) -> tuple[dict | None, pd.DataFrame]:
+        """Save a reviewer's decision, replacing any earlier one on the row and the rows learnt
+        from it; then, given `learn(corrections, pending)` (the file's corrections and its
+        still-undecided rows to review (row, title)), decide
+        the rows it returns (row, code) as learnt from this one. One transaction, begun at
+        once: all of it is saved or nothing, and two decisions on one row are one after the
+        other. Returns the decision replaced and the rows learnt."""
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
             before = db.execute("SELECT code, decided_by, reviewer, at FROM decisions "
                                 "WHERE file = ? AND row = ?", (file, row)).fetchone()
+            db.execute("DELETE FROM decisions WHERE file = ? AND via = ? AND "
+                       "decided_by = 'correction'", (file, row))
             db.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, 'reviewer', ?, NULL, ?)",
                        (file, row, code, reviewer, _now()))
-        return dict(before) if before else None
+            learnt = pd.DataFrame({"row": [], "code": []})
+            if learn is not None:
+                learnt = learn(self._corrections(db, file), self._pending(db, file))
+                db.executemany(
+                    "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, 'correction', ?, ?, ?)",
+                    [(file, int(r), c, reviewer, row, _now())
+                     for r, c in zip(learnt["row"], learnt["code"])])
+        return (dict(before) if before else None), learnt
 
-    def pending(self, file: int) -> pd.DataFrame:
+    @staticmethod
+    def _pending(db: sqlite3.Connection, file: int) -> pd.DataFrame:
         """The rows still to review (row, title)."""
-        with self._connect() as db:
-            return pd.read_sql_query(
-                "SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
-                "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
-                "ORDER BY r.row", db, params=(file,))
+        return pd.read_sql_query(
+            "SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
+            "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
+            "ORDER BY r.row", db, params=(file,))
 
-    def resolve(self, file: int, rows: list[int], codes: list[str], via: int,
-                reviewer: str) -> None:
-        """Decide still-undecided `rows` as learnt from the reviewer's decision on row `via`."""
-        with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, 'correction', ?, ?, ?)",
-                           [(file, r, c, reviewer, via, _now()) for r, c in zip(rows, codes)])
 
     def undo(self, file: int, row: int) -> list[int]:
         """Remove the decision on `row` and those learnt from it; returns the rows undone."""
@@ -165,13 +185,17 @@ class ReviewStore:
                        "decided_by = 'correction'))", (file, row, row))
         return undone
 
+    @staticmethod
+    def _corrections(db: sqlite3.Connection, file: int) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
+            "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
+            "ORDER BY d.row", db, params=(file,))
+
     def corrections(self, file: int) -> pd.DataFrame:
         """The reviewers' decisions as a corrections table (title, code), in file order."""
         with self._connect() as db:
-            return pd.read_sql_query(
-                "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
-                "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
-                "ORDER BY d.row", db, params=(file,))
+            return self._corrections(db, file)
 
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically."""
