@@ -9,21 +9,31 @@ import json
 import math
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+import test_serve
+from fastapi.testclient import TestClient
 from helpers.serving import free_port
+from helpers.tables import write_table
 from helpers.tiny import ROOT
 from test_bad_input import assert_one_line_error, predict
+from test_serve import review_file, serve_cfg
 
 from occlass.data.soc import load_levels
 from occlass.data.taxonomy import Taxonomy
 from occlass.errors import DataError, OcclassError
 from occlass.predict.loader import load_run
+from occlass.serve import app as app_module
+from occlass.serve.app import create_app
+from occlass.serve.store import ReviewStore
 
 
 def serve_py(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -90,8 +100,8 @@ def test_every_number_of_the_run_record_is_checked(run_dir, tiny_onet, tmp_path,
 
 
 def test_an_undamaged_record_still_loads(run_dir, tiny_onet):
-    parts = load_run(run_dir, tiny_onet)
-    assert parts.confidence_model is not None and parts.calibrator is not None
+    loaded = load_run(run_dir, tiny_onet)
+    assert loaded.confidence_model is not None and loaded.calibrator is not None
 
 
 # 4. The SOC structure -------------------------------------------------------------------------
@@ -235,3 +245,173 @@ def test_prediction_columns_in_the_input_are_refused_before_the_model_loads(run_
     done = predict(tmp_path, f"run={run}", f"data_dir={tiny_onet}", "input=in.csv",
                    "output=out.csv")
     assert_one_line_error(done, f"has column(s) {column}, which prediction writes")
+
+
+# The review desk (TestClient on the tiny run) ---------------------------------------------------
+make_client, parts = test_serve.make_client, test_serve.parts  # the desk's fixtures
+EVERY_ROW = ("learn_threshold=0.9999", "confidence=platt", "review_below=1")  # all to review
+
+
+def opened(client, frame: pd.DataFrame, folder: Path, name: str = "batch.csv") -> int:
+    raw = write_table(frame, folder / name)
+    answer = client.post("/v1/files", params={"name": name}, content=raw.read_bytes())
+    assert answer.status_code == 200, answer.text
+    return answer.json()["id"]
+
+
+def decisions(client, file: int) -> dict[int, tuple]:
+    return {r["row"]: (r["decision"]["code"], r["decision"]["decided_by"])
+            for r in client.get(f"/v1/files/{file}/rows").json()["rows"] if r["decision"]}
+
+
+# 1. Learnt rows follow their source decision
+def test_learnt_rows_follow_a_re_decision_unless_decided_directly(make_client, tmp_path):
+    """Before: re-deciding "Sr Wireman II" left its learnt rows at the old code (page, export)
+    while the corrections file had the new one."""
+    client = make_client(*EVERY_ROW)
+    file = opened(client, review_file(), tmp_path)
+    first = client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2111.00"}).json()
+    learnt = {r["row"] for r in first["resolved"]}
+    assert 1 in learnt
+    again = client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2031.00"}).json()
+    assert {r["row"]: r["code"] for r in again["resolved"]} == dict.fromkeys(learnt,
+                                                                             "47-2031.00")
+    assert all(decisions(client, file)[r] == ("47-2031.00", "correction") for r in learnt)
+    export = pd.read_csv(pd.io.common.BytesIO(client.get(f"/v1/files/{file}/export").content),
+                         dtype=str, keep_default_na=False)
+    assert export.loc[1, "final_code"] == "47-2031.00"
+    # a row a reviewer decided directly keeps its code; undoing the source undoes the rest
+    client.put(f"/v1/files/{file}/rows/1/decision", json={"code": "47-2152.00"})
+    client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2111.00"})
+    assert decisions(client, file)[1] == ("47-2152.00", "reviewer")
+    client.delete(f"/v1/files/{file}/rows/0/decision")
+    assert set(decisions(client, file)) == {1}
+
+
+# 5. A decision is one transaction
+def test_a_decision_on_an_empty_title_is_saved_and_answered_200(make_client, tmp_path):
+    """Before: 400 "no corrections ..." with the server's upload path, yet stored."""
+    client = make_client(*EVERY_ROW)
+    file = opened(client, review_file(), tmp_path)
+    answer = client.put(f"/v1/files/{file}/rows/3/decision", json={"code": "47-2111.00"})
+    assert answer.status_code == 200, answer.text
+    assert decisions(client, file) == {3: ("47-2111.00", "reviewer")}
+
+
+def test_a_failed_decision_is_not_saved_and_names_no_server_path(make_client, tmp_path,
+                                                                  monkeypatch):
+    """Before: the decision was stored, then the learning step failed (500, or 400 with a
+    path)."""
+    client = make_client(*EVERY_ROW)
+    file = opened(client, review_file(), tmp_path)
+
+    def broken(_, path, *args, **kwargs):
+        raise OcclassError(f"{path}: cannot be read")
+
+    monkeypatch.setattr(app_module, "load_corrections", broken)
+    answer = client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2111.00"})
+    assert answer.status_code == 400 and "cannot be read" in answer.json()["error"]
+    assert "/" not in answer.json()["error"]
+    assert decisions(client, file) == {}
+
+
+# 6. Concurrent re-decisions of one row
+def test_concurrent_decisions_on_one_row_each_replace_the_one_before(make_client, tmp_path):
+    """Before: several of them answered "replaced": null (read and write not one
+    transaction)."""
+    client = make_client(*EVERY_ROW)
+    file = opened(client, review_file(), tmp_path)
+    reviewers = [f"r{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(reviewers)) as pool:
+        answers = list(pool.map(lambda who: client.put(
+            f"/v1/files/{file}/rows/5/decision", json={"code": "47-2031.00", "reviewer": who}),
+            reviewers))
+    replaced = [a.json()["replaced"] for a in answers]
+    assert sum(r is None for r in replaced) == 1
+    last = next(r["decision"]["reviewer"] for r in client.get(f"/v1/files/{file}/rows")
+                .json()["rows"] if r["row"] == 5)
+    assert sorted(r["reviewer"] for r in replaced if r) == sorted(set(reviewers) - {last})
+
+
+# 2. input= never overwrites a file beside it
+def test_serving_an_input_never_overwrites_a_file_beside_it(run_dir, tiny_onet, tmp_path,
+                                                            parts):
+    """Before: titles.coded.csv beside titles.csv, the user's own file, was replaced."""
+    write_table(review_file(), tmp_path / "titles.csv")
+    mine = tmp_path / "titles.coded.csv"
+    mine.write_text("title,my notes\nSr Wireman II,call back on Monday\n")
+    cfg = serve_cfg(run_dir, tiny_onet, tmp_path, f"input={tmp_path / 'titles.csv'}")
+    with TestClient(create_app(cfg, parts)) as client:
+        assert [f["name"] for f in client.get("/v1/files").json()["files"]] == ["titles.csv"]
+        assert len(client.get("/v1/files/1/rows").json()["rows"]) == len(review_file())
+    assert mine.read_text() == "title,my notes\nSr Wireman II,call back on Monday\n"
+    assert len(list((tmp_path / "uploads").glob("*-titles.coded.csv"))) == 1
+
+
+# 8. A bad review database or input at start: one line
+def test_a_damaged_or_unusable_review_database_is_refused(tmp_path):
+    store = ReviewStore(tmp_path / "good.sqlite")
+    store.add_file("x.csv", write_table(pd.DataFrame({"title": ["a"] * 2000, "status": "ok",
+                                                     "pred_code_1": "x"}),
+                                        tmp_path / "x.csv"), lambda c: c == "pred_code_1")
+    with sqlite3.connect(tmp_path / "good.sqlite") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray((tmp_path / "good.sqlite").read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    data[2 * page:3 * page] = b"\xff" * page  # a page overwritten mid-file
+    (tmp_path / "damaged.sqlite").write_bytes(bytes(data))
+    (tmp_path / "truncated.sqlite").write_bytes(bytes(data[:page + 100]))
+    (tmp_path / "noise.sqlite").write_bytes(b"not a database at all" * 100)
+    (tmp_path / "folder.sqlite").mkdir()
+    for name in ("damaged", "truncated", "noise", "folder"):
+        with pytest.raises(OcclassError, match=f"review_db=.*{name}.sqlite: cannot be used"):
+            ReviewStore(tmp_path / f"{name}.sqlite")
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("corrupt review_db", "noise.sqlite: cannot be used as the review database"),
+    ("missing input", "nothing.csv"),
+    ("ragged input", "line 3: 3 fields but the header has 2"),
+])
+def test_serve_refuses_a_bad_database_or_input_in_one_line(run_dir, tiny_onet, tmp_path, case,
+                                                           needle):
+    (tmp_path / "noise.sqlite").write_bytes(b"not a database at all" * 100)
+    (tmp_path / "ragged.csv").write_text("id,title\n1,nurse\n2,Inspector, pole\n")
+    option = {"corrupt review_db": f"review_db={tmp_path / 'noise.sqlite'}",
+              "missing input": f"input={tmp_path / 'nothing.csv'}",
+              "ragged input": f"input={tmp_path / 'ragged.csv'}"}[case]
+    done = serve_py(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
+                    f"uploads={tmp_path / 'uploads'}", option)
+    assert_one_line_error(done, needle)
+
+
+# 9. Spreadsheet formulas in the files meant for people
+FORMULAS = ["=1+1", "+SUM(1,1)", "-2+3", "@SUM(1)", "Plumber"]
+
+
+def test_the_desk_downloads_neutralise_spreadsheet_formulas(make_client, tmp_path):
+    client = make_client(*EVERY_ROW)
+    file = opened(client, pd.DataFrame({"title": FORMULAS, "note": ["=HYPERLINK(1)"] * 5}),
+                  tmp_path)
+    assert client.put(f"/v1/files/{file}/rows/0/decision",
+                      json={"code": "47-2111.00", "reviewer": "=cmd"}).status_code == 200
+    export = pd.read_csv(pd.io.common.BytesIO(client.get(f"/v1/files/{file}/export").content),
+                         dtype=str, keep_default_na=False)
+    assert export["title"].tolist() == ["'=1+1", "'+SUM(1,1)", "'-2+3", "'@SUM(1)", "Plumber"]
+    assert set(export["note"]) == {"'=HYPERLINK(1)"} and export.loc[0, "reviewer"] == "'=cmd"
+    corrections = client.get(f"/v1/files/{file}/corrections")
+    assert corrections.text == "title,code\n'=1+1,47-2111.00\n"
+    assert "corrections.csv" in corrections.headers["content-disposition"]
+    # the data file the desk coded keeps every value exact
+    coded = next((tmp_path / "uploads").glob("*-batch.coded.csv"))
+    assert pd.read_csv(coded, dtype=str)["title"].tolist() == FORMULAS
+
+
+def test_predict_neutralises_formulas_when_asked(run_dir, tiny_onet, tmp_path):
+    write_table(pd.DataFrame({"title": FORMULAS}), tmp_path / "in.csv")
+    done = predict(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}", "input=in.csv",
+                   "output=out.csv", "neutralise_formulas=true", "evidence=false")
+    assert done.returncode == 0, done.stderr
+    assert pd.read_csv(tmp_path / "out.csv", dtype=str)["title"].tolist() == [
+        "'=1+1", "'+SUM(1,1)", "'-2+3", "'@SUM(1)", "Plumber"]

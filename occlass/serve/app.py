@@ -371,7 +371,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         """The rows of `pending` that the `corrections` (title, code) now decide."""
         corrections = corrections[corrections["title"].fillna("").str.strip() != ""]
         if pending.empty or corrections.empty:  # e.g. a decision on an empty title
-            return pending.assign(code=[]).iloc[:0]
+            return pending.iloc[:0].assign(code=[])
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "corrections.csv"
             corrections.to_csv(path, index=False)
