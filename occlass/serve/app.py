@@ -228,6 +228,10 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     """The app for serve.py's options `cfg` (conf/serve.yaml); `parts` default to the ones
     `cfg` names."""
     check_serve_options(cfg)
+    uploads = Path(cfg.uploads)
+    store = ReviewStore(cfg.review_db or (Path(cfg.input).with_name(Path(cfg.input).name
+                                                                    + ".review.sqlite")
+                                          if cfg.input else uploads / "review.sqlite"))
     parts = parts or load_configured(cfg)
     options = predictor_options(cfg)
     predictor = Predictor(parts, **options)
@@ -239,10 +243,6 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     occupations = Occupations(parts, cfg.data_dir)
     shown = prediction_columns(predictor)
     token = auth_token(cfg)
-    uploads = Path(cfg.uploads)
-    store = ReviewStore(cfg.review_db or (Path(cfg.input).with_name(Path(cfg.input).name
-                                                                    + ".review.sqlite")
-                                          if cfg.input else uploads / "review.sqlite"))
 
     def register(path: Path, name: str) -> dict:
         """Register a table for review, predicting it first (into the server's own folder:
@@ -441,12 +441,14 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 def serve(cfg: DictConfig) -> None:
     """What `serve.py` runs: load the run, serve the app until Ctrl-C."""
     import torch
+    import transformers
     import uvicorn
 
     check_serve_options(cfg)
     auth_token(cfg)  # refuse an open non-loopback bind before loading anything
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    transformers.logging.disable_progress_bar()  # stderr is for one-line errors
     app = create_app(cfg)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port,
                                            log_level="warning"))
