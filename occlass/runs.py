@@ -165,14 +165,10 @@ class RunInfo:
                   if not isinstance(getattr(info, k), str)]
         wrong += [k for k in ("fusion_weight", "description_weight")
                   if getattr(info, k) is not None and not (
-                      isinstance(getattr(info, k), (int, float)) and 0 <= getattr(info, k) <= 1)]
-        if info.calibration is not None and not (
-                isinstance(info.calibration, dict)
-                and all(isinstance(info.calibration.get(k), (int, float))
-                        for k in ("temperature", "review_below"))):
-            wrong.append("calibration")
-        if info.confidence is not None and not isinstance(info.confidence, dict):
-            wrong.append("confidence")
+                      isinstance(getattr(info, k), (int, float))
+                      and not isinstance(getattr(info, k), bool) and 0 <= getattr(info, k) <= 1)]
+        wrong += [k for k in ("calibration", "confidence")  # their numbers: at load_run
+                  if getattr(info, k) is not None and not isinstance(getattr(info, k), dict)]
         if info.code is not None and not isinstance(info.code, dict):
             wrong.append("code")
         if not (isinstance(info.refits, list) and all(isinstance(v, dict) for v in info.refits)):

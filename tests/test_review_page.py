@@ -82,7 +82,7 @@ def open_page(driver, url):
 def test_review_a_file_in_the_browser(browser, run_dir, tiny_onet, tmp_path):
     raw = write_table(pd.DataFrame({"id": range(1, 6), "title": TITLES}), tmp_path / "jobs.csv")
     with serving(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
-                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1.01",  # all reviewed
+                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1",  # all reviewed
                  "learn_threshold=0.9999") as (_, url):  # the tiny model finds all titles alike
         open_page(browser, url)
         reviewer = browser.find_element(By.ID, "reviewer")
@@ -236,7 +236,7 @@ def test_a_team_on_one_file(browser, run_dir, tiny_onet, tmp_path):
     undo history are theirs and survive a reload; undo never takes back another's decision."""
     raw = write_table(pd.DataFrame({"title": TEAM}), tmp_path / "team.csv")
     with serving(tmp_path, f"run={run_dir}", f"data_dir={tiny_onet}",
-                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1.01",
+                 f"uploads={tmp_path / 'uploads'}", "confidence=platt", "review_below=1",
                  "learn_threshold=1.01") as (_, url):  # every row to review, nothing learnt
         file = httpx.post(f"{url}/v1/files", params={"name": "team.csv"},
                           content=raw.read_bytes(), timeout=WAIT,

@@ -246,7 +246,7 @@ def test_review_export_corrections_and_training_on_them(make_client, parts, tmp_
     raw = write_table(review_file(), tmp_path / "batch.csv")
     # the tiny model is sure of the Wireman rows (confidence 1): review every row, so that the
     # decision on row 0 can decide the near-equal row 1
-    client = make_client("learn_threshold=0.9999", "confidence=platt", "review_below=1.01")
+    client = make_client("learn_threshold=0.9999", "confidence=platt", "review_below=1")
     opened = client.post("/v1/files", params={"name": "batch.csv"}, content=raw.read_bytes(),
                          headers=UPLOAD)
     assert opened.status_code == 200, opened.text
@@ -369,7 +369,7 @@ def test_a_team_of_reviewers_on_one_file(make_client, tmp_path):
     """Rows of one title decided together (one correction, undone together); each reviewer's
     skips and undo history; undo of another reviewer's decision refused."""
     raw = write_table(review_file(), tmp_path / "batch.csv")
-    client = make_client("confidence=platt", "review_below=1.01", "learn_threshold=1.01")
+    client = make_client("confidence=platt", "review_below=1", "learn_threshold=1.01")
     file = client.post("/v1/files", params={"name": "batch.csv"},
                        content=raw.read_bytes(), headers=UPLOAD).json()["id"]
     url = f"/v1/files/{file}/rows"
@@ -430,7 +430,7 @@ def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path
 
     raw = write_table(review_file(), tmp_path / "batch.csv")
     options = (f"run={run_dir}", f"data_dir={tiny_onet}", f"uploads={tmp_path / 'uploads'}",
-               "confidence=platt", "review_below=1.01")  # every row to review
+               "confidence=platt", "review_below=1")  # every row to review
     http = httpx.Client(timeout=None)
     with serving(tmp_path, *options) as (server, url):
         file = http.post(f"{url}/v1/files", params={"name": "batch.csv"},
@@ -455,7 +455,7 @@ def test_a_killed_server_keeps_every_saved_decision(run_dir, tiny_onet, tmp_path
 
 def coded_file(parts, run_dir, tiny_onet, tmp_path, titles, path) -> Path:
     """predict.py's output for `titles` at `path`, every row to review."""
-    cfg = serve_cfg(run_dir, tiny_onet, tmp_path, "confidence=platt", "review_below=1.01")
+    cfg = serve_cfg(run_dir, tiny_onet, tmp_path, "confidence=platt", "review_below=1")
     source = write_table(pd.DataFrame({"title": titles}), tmp_path / "source.csv")
     predict_file(Predictor(parts, **predictor_options(cfg)), source, path, top_k=3,
                  progress=False)
@@ -516,7 +516,7 @@ def test_ids_out_of_range_or_unknown_are_a_4xx(client, tmp_path):
 def test_concurrent_decisions_and_exports_all_succeed(make_client, tmp_path):
     raw = write_table(pd.DataFrame({"title": [f"{TITLES[i % len(TITLES)]} {i}"
                                               for i in range(48)]}), tmp_path / "many.csv")
-    client = make_client("confidence=platt", "review_below=1.01")
+    client = make_client("confidence=platt", "review_below=1")
     file = client.post("/v1/files", params={"name": "many.csv"}, content=raw.read_bytes(),
                        headers=UPLOAD).json()["id"]
     with ThreadPoolExecutor(8) as pool:  # 8 reviewers, 6 decisions each

@@ -1,16 +1,16 @@
 """The 2018 SOC structure (major, minor, broad groups and detailed occupations, with their titles)
 and the groups an O*NET-SOC 2019 occupation belongs to at each level.
 
-An O*NET-SOC code begins with its SOC 2018 detailed code (`15-1252.00` → `15-1252`); its broad,
-minor and major groups are the groups of that level whose code is the greatest not above it
-(SOC groups are ranges: `29-1221` is in broad group `29-1210`, `11-3111` in minor `11-3000`).
-The structure is read from `soc-2018/soc_structure_2018.csv` beside the O*NET folder
-(`make data` puts it there).
+An O*NET-SOC code begins with its SOC 2018 detailed code (`15-1252.00` → `15-1252`); its groups
+follow SOC's coding: broad group `15-1250` (the one broad group spanning two tens is `29-1210`,
+which holds `29-1211` ... `29-1229`), minor group `15-1200` or else `15-1000` (`11-3111` is in
+`11-3000`), major group `15-0000`. Each must be in the structure, read from
+`soc-2018/soc_structure_2018.csv` beside the O*NET folder (`make data` puts it there): a
+structure with a group deleted or a code twice is refused, never coded into a neighbour.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ SOC_FILE = "soc_structure_2018.csv"
 SOC_GROUPS = ("major", "minor", "broad", "detailed")
 # Coded levels, finest first: the O*NET-SOC occupation, then its SOC 2018 groups.
 LEVELS = ("onet", "detailed", "broad", "minor", "major")
+SPANNING_BROAD = {"29-122": "29-1210"}  # SOC 2018: physicians 29-1221 ... 29-1229
 LEVEL_NAMES = {"onet": "O*NET-SOC occupation", "detailed": "SOC occupation",
                "broad": "broad group", "minor": "minor group", "major": "major group"}
 
@@ -41,6 +42,7 @@ class SocStructure:
     codes: list[str]
     levels: list[str]
     titles: list[str]
+    path: str = SOC_FILE
 
     @classmethod
     def load(cls, path: str | Path) -> SocStructure:
@@ -60,18 +62,30 @@ class SocStructure:
                 raise DataError(f"{path}, line {line}: expected a 7-character SOC code and a "
                                 f"level of {', '.join(SOC_GROUPS)}, not {row['code']!r}, "
                                 f"{row['level']!r}")
+        seen: dict[str, int] = {}
+        for line, row in enumerate(rows, start=2):
+            if (first := seen.setdefault(row["code"], line)) != line:
+                raise DataError(f"{path}, line {line}: SOC code {row['code']} again (line "
+                                f"{first}); the structure gives each code once")
         rows.sort(key=lambda r: r["code"])
         return cls([r["code"] for r in rows], [r["level"] for r in rows],
-                   [r["title"] for r in rows])
+                   [r["title"] for r in rows], str(path))
 
     def groups(self, codes: list[str], level: str) -> list[str]:
-        """The group of `level` that each SOC detailed code belongs to."""
-        candidates = [c for c, lv in zip(self.codes, self.levels) if lv == level]
-        found = [candidates[max(bisect.bisect_right(candidates, c) - 1, 0)] for c in codes]
-        for code, group in zip(codes, found):
-            if (level == "detailed" and group != code) or group[:2] != code[:2]:
-                raise DataError(f"SOC 2018 code {code} has no {level} group in the SOC "
-                                "structure")
+        """The group of `level` that each SOC detailed code belongs to; a DataError naming the
+        first code whose group the structure lacks."""
+        known = {c for c, lv in zip(self.codes, self.levels) if lv == level}
+        found = []
+        for code in codes:
+            if level == "minor":
+                group = code[:5] + "00" if code[:5] + "00" in known else code[:4] + "000"
+            else:
+                group = {"detailed": code, "major": code[:2] + "-0000",
+                         "broad": SPANNING_BROAD.get(code[:6], code[:6] + "0")}[level]
+            if group not in known:
+                raise DataError(f"{self.path}: SOC 2018 code {code} has no {level} group "
+                                f"({group}); use the official structure (`make data`)")
+            found.append(group)
         return found
 
 

@@ -42,6 +42,26 @@ def is_missing_marker(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().isin(MISSING_MARKERS)
 
 
+# OWASP's CSV injection rule: a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a `'` before every text cell that starts with a formula prefix (OWASP), so
+    that a spreadsheet shows it as text; numbers and other cells stay as they are. For files
+    meant for people: data files keep every value exact."""
+    def safe(value):
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) \
+            else value
+
+    out = df.copy()
+    for i, column in enumerate(df.columns):
+        values = df.iloc[:, i]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            out.isetitem(i, values.map(safe))
+    return out
+
+
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:

@@ -3,13 +3,32 @@ and the confidence below which a prediction goes to human review."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from occlass.errors import OcclassError
+
 # Bounds of the fitted temperature: a separable set would otherwise drive T towards 0.
 LOG_T_BOUNDS = (-5.0, 5.0)
+# A threshold above every confidence (`review_threshold` when no set reaches the target).
+ABOVE_ONE = math.nextafter(1.0, 2.0)
+
+
+def checked(value, field: str, low: float = -math.inf, high: float = math.inf,
+            positive: bool = False) -> float:
+    """`value` as a float if it is a finite number (a boolean is not) from `low` to `high`
+    (above 0 if `positive`); else an OcclassError naming `field`."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and low <= value <= high
+            and (value > 0 or not positive)):
+        bounds = (f"above 0 and at most {high:g}" if positive and math.isfinite(high)
+                  else "above 0" if positive
+                  else f"from {low:g} to {high:g}" if math.isfinite(low) else "")
+        raise OcclassError(f"{field} is {value!r}: expected a finite number {bounds}".rstrip())
+    return float(value)
 
 
 @dataclass
@@ -38,8 +57,16 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
-        return cls(temperature=float(d["temperature"]), review_below=float(d["review_below"]),
-                   slope=float(d.get("slope", 1.0)), intercept=float(d.get("intercept", 0.0)))
+        """The calibrator of a run record, each number checked; an OcclassError naming the
+        first bad field."""
+        if not isinstance(d, dict):
+            raise OcclassError("calibration is not an object")
+        return cls(temperature=checked(d.get("temperature"), "calibration.temperature",
+                                       positive=True),
+                   review_below=checked(d.get("review_below"), "calibration.review_below",
+                                        0.0, ABOVE_ONE),
+                   slope=checked(d.get("slope", 1.0), "calibration.slope"),
+                   intercept=checked(d.get("intercept", 0.0), "calibration.intercept"))
 
 
 def platt(probability: torch.Tensor, slope, intercept) -> torch.Tensor:

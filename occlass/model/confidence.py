@@ -30,7 +30,7 @@ import torch
 
 from occlass.data.soc import LEVELS, Level
 from occlass.errors import OcclassError
-from occlass.model.calibration import review_threshold
+from occlass.model.calibration import ABOVE_ONE, checked, review_threshold
 
 SIGNALS = ("top-1 probability (logit)", "margin", "top-1 score", "category similarity",
            "exemplar similarity", "category ranks it first", "exemplar ranks it first",
@@ -225,8 +225,9 @@ class ConfidenceModel:
 
     def thresholds_for(self, target: float | None = None) -> list[float]:
         """The thresholds of `target` (None: the run's), one of the targets it was fitted for."""
-        key = f"{self.target if target is None else target:g}"
-        if key not in self.thresholds:
+        wanted = self.target if target is None else target
+        key = next((k for k in self.thresholds if float(k) == wanted), None)
+        if key is None:  # 0.9000001 is not 0.9
             raise OcclassError(f"target_precision={target}: this run's confidence model has "
                                f"thresholds for {', '.join(sorted(self.thresholds))}")
         return self.thresholds[key]
@@ -236,28 +237,58 @@ class ConfidenceModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> ConfidenceModel:
-        """The model of a run record; an OcclassError if it is not one."""
-        try:
-            model = cls(float(d["temperature"]), *([[float(v) for v in row] for row in d[k]]
-                                                   for k in ("mean", "scale", "weights")),
-                        {str(k): [float(v) for v in t] for k, t in d["thresholds"].items()},
-                        float(d.get("target", DEFAULT_TARGET)),
-                        [int(v) for v in d.get("widths", FIRST_WIDTHS)],
-                        {str(k): float(v) for k, v in d.get("chosen_at", {}).items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise OcclassError(f"malformed confidence model ({err!r})") from None
-        if (len(model.widths) != 2 or not 0 < model.widths[0] <= len(SIGNALS)
-                or not 0 < model.widths[1] <= len(LEVEL_SIGNALS)):
-            raise OcclassError(f"malformed confidence model (widths {model.widths})")
-        width = sum(model.widths)
-        shapes = ([len(r) for r in model.mean] + [len(r) for r in model.scale]
-                  + [len(r) - 1 for r in model.weights])
-        rows = {len(model.mean), len(model.scale), len(model.weights)}
-        if (rows != {len(LEVELS)} or set(shapes) != {width}
-                or any(len(t) != len(LEVELS) for t in model.thresholds.values())):
-            raise OcclassError(f"malformed confidence model (expected {len(LEVELS)} levels of "
-                               f"{width} signals)")
-        return model
+        """The model of a run record, each number checked (finite, in range, not a boolean);
+        an OcclassError naming the first bad field."""
+        if not isinstance(d, dict):
+            raise OcclassError("confidence is not an object")
+        widths = d.get("widths", list(FIRST_WIDTHS))
+        if (not isinstance(widths, list) or len(widths) != 2
+                or any(isinstance(w, bool) or not isinstance(w, int) for w in widths)
+                or not 0 < widths[0] <= len(SIGNALS) or not 0 < widths[1] <= len(LEVEL_SIGNALS)):
+            raise OcclassError(f"malformed confidence model: confidence.widths is {widths!r}")
+        width = sum(widths)
+
+        def table(key: str, columns: int, positive: bool = False) -> list[list[float]]:
+            rows = d.get(key)
+            if (not isinstance(rows, list) or len(rows) != len(LEVELS)
+                    or any(not isinstance(r, list) or len(r) != columns for r in rows)):
+                raise OcclassError(f"malformed confidence model: confidence.{key} is not "
+                                   f"{len(LEVELS)} levels of {columns} numbers")
+            return [[checked(v, f"confidence.{key}[{i}][{j}]", positive=positive)
+                     for j, v in enumerate(row)] for i, row in enumerate(rows)]
+
+        thresholds = d.get("thresholds")
+        if not isinstance(thresholds, dict) or not thresholds:
+            raise OcclassError("malformed confidence model: confidence.thresholds is not an "
+                               "object of target precisions")
+        for key, values in thresholds.items():
+            try:
+                target = float(key)
+            except ValueError:
+                target = math.nan
+            if not 0 < target < 1 or key != f"{target:g}":
+                raise OcclassError(f"confidence.thresholds has the key {key!r}: expected a "
+                                   "precision between 0 and 1, such as '0.9'")
+            if not isinstance(values, list) or len(values) != len(LEVELS):
+                raise OcclassError(f"malformed confidence model: confidence.thresholds[{key!r}]"
+                                   f" is not {len(LEVELS)} thresholds")
+            for level, value in enumerate(values):
+                checked(value, f"confidence.thresholds[{key!r}][{level}]", 0.0, ABOVE_ONE)
+        target = checked(d.get("target", DEFAULT_TARGET), "confidence.target", 0.0, 1.0,
+                         positive=True)
+        if f"{target:g}" not in thresholds:
+            raise OcclassError(f"confidence.target is {target:g}, which has no thresholds "
+                               f"(confidence.thresholds has {', '.join(thresholds)})")
+        chosen_at = d.get("chosen_at", {})
+        if not isinstance(chosen_at, dict):
+            raise OcclassError("malformed confidence model: confidence.chosen_at is not an object")
+        return cls(checked(d.get("temperature"), "confidence.temperature", positive=True),
+                   table("mean", width), table("scale", width, positive=True),
+                   table("weights", width + 1),
+                   {key: [float(v) for v in values] for key, values in thresholds.items()},
+                   target, widths,
+                   {str(k): checked(v, f"confidence.chosen_at[{k!r}]", 0.0, 1.0, positive=True)
+                    for k, v in chosen_at.items()})
 
 
 def fit_levels(sig: Signals, correct: torch.Tensor) -> tuple[list, list, list]:

@@ -30,7 +30,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, IterableDataset
 
-from occlass.data.tabular_io import AtomicTableWriter, count_rows, read_chunks
+from occlass.data.tabular_io import (
+    AtomicTableWriter,
+    count_rows,
+    neutralise_formulas,
+    read_chunks,
+)
 from occlass.errors import OcclassError
 from occlass.predict.loader import load_configured, predictor_options
 from occlass.predict.predictor import Predictor
@@ -87,8 +92,9 @@ class PredictModule(L.LightningModule):
 
     def predict_step(self, chunk: pd.DataFrame) -> pd.DataFrame:
         cfg = self.cfg
-        return self.predictor.predict_frame(chunk, cfg.top_k, cfg.columns.title,
-                                            cfg.columns.description, cfg.input)
+        result = self.predictor.predict_frame(chunk, cfg.top_k, cfg.columns.title,
+                                              cfg.columns.description, cfg.input)
+        return neutralise_formulas(result) if cfg.neutralise_formulas else result
 
 
 class ShardWriter(BasePredictionWriter):

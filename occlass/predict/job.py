@@ -4,6 +4,7 @@ through the `Predictor` (one process here; several through `occlass.predict.dist
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ from occlass.data.tabular_io import (
     check_writable,
     count_rows,
     has_bom,
+    neutralise_formulas,
     read_chunks,
 )
 from occlass.errors import DataError, OcclassError
@@ -32,11 +34,13 @@ log = logging.getLogger(__name__)
 
 def predict_file(predictor: Predictor, input: str | Path, output: str | Path, top_k: int = 5,
                  title_column: str = "title", description_column: str | None = "description",
-                 chunk_rows: int = 10_000, progress: bool = True) -> Counter:
+                 chunk_rows: int = 10_000, progress: bool = True,
+                 neutralise: bool = False) -> Counter:
     """Stream a CSV/JSONL/Parquet table through `predictor` into `output` (same choice of types):
     every input column exactly as read, then the prediction columns (a table without rows gets
-    them as its header). `output` appears only once complete; a failure keeps the old one.
-    Returns the count of rows per status ("ok", "empty title", ...)."""
+    them as its header); `neutralise` puts a quote before text that a spreadsheet would take for a
+    formula (`neutralise_formulas`). `output` appears only once complete; a failure keeps the
+    old one. Returns the count of rows per status ("ok", "empty title", ...)."""
     chunks = read_chunks(input, chunk_rows, required=[title_column])
     status: Counter = Counter()
     try:
@@ -46,7 +50,7 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
             for chunk in chunks:
                 result = predictor.predict_frame(chunk, top_k, title_column, description_column,
                                                  input)
-                writer.write(result)
+                writer.write(neutralise_formulas(result) if neutralise else result)
                 status.update(result["status"])
                 bar.update(len(chunk))
     except OSError as err:  # disk full, folder removed or made read-only while writing
@@ -58,6 +62,18 @@ def predict_file(predictor: Predictor, input: str | Path, output: str | Path, to
 def _whole(value) -> bool:
     """A whole number of at least 1 (Hydra hands over "abc" as text and 1.5 as a float)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def is_number(value) -> bool:
+    """A finite int or float; a boolean is not a number here."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def named(key: str, value) -> str:
+    """`key=value` for a message, a long value cut short."""
+    text = repr(value)
+    return f"{key}={text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def raw_text(cfg: DictConfig):
@@ -93,33 +109,38 @@ def check_title_column(path, title: str) -> None:
                         ".parquet")
 
 
-def check_job(cfg: DictConfig) -> None:
-    """Refuse bad options and inputs with one line each, before a model is loaded."""
-    for key in ("top_k", "chunk_rows", "batch_size", "batch_tokens"):
+def check_options(cfg: DictConfig) -> None:
+    """The options that predict.py and serve.py share, each bad one refused in one line before
+    a model is loaded."""
+    for key in ("top_k", "batch_size", "batch_tokens"):
         if not _whole(cfg[key]):
-            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1")
+            raise OcclassError(f"{named(key, cfg[key])}: give a whole number of at least 1")
     for key in ("max_input_length", "max_category_length", "threads"):
         if cfg[key] is not None and not _whole(cfg[key]):
-            raise OcclassError(f"{key}={cfg[key]!r}: give a whole number of at least 1, or null")
-    for key in ("evidence", "progress"):
-        if not isinstance(cfg.get(key, True), bool):
-            raise OcclassError(f"{key}={cfg[key]!r}: give true or false")
+            raise OcclassError(f"{named(key, cfg[key])}: give a whole number of at least 1, "
+                               "or null")
+    if not isinstance(cfg.get("evidence", True), bool):
+        raise OcclassError(f"{named('evidence', cfg.evidence)}: give true or false")
     if str(cfg.precision) not in PRECISIONS:
-        raise OcclassError(f"precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise OcclassError(f"{named('precision', cfg.precision)}: choose one of "
+                           f"{', '.join(PRECISIONS)}")
     if not cfg.get("trainer"):
         check_device(cfg.device)
     review = cfg.get("review_below")
-    if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
-                               or not 0 <= review <= 1):
-        raise OcclassError(f"review_below={review!r}: give a confidence between 0 and 1, or null")
+    if review is not None and not (is_number(review) and 0 <= review <= 1):
+        raise OcclassError(f"{named('review_below', review)}: give a confidence between 0 and "
+                           "1 (1: review every row), or null")
     target = cfg.get("target_precision")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
-                               or not 0 < target < 1):
-        raise OcclassError(f"target_precision={target!r}: give a precision between 0 and 1, "
-                           "or null (the run's)")
+    if target is not None and not (is_number(target) and 0 < target < 1):
+        raise OcclassError(f"{named('target_precision', target)}: give a precision between 0 "
+                           "and 1, or null (the run's)")
     for key, choices in (("min_level", LEVELS), ("confidence", CONFIDENCES)):
         if cfg.get(key, choices[-1]) not in choices:
-            raise OcclassError(f"{key}={cfg[key]!r}: choose one of {', '.join(choices)}")
+            raise OcclassError(f"{named(key, cfg[key])}: choose one of {', '.join(choices)}")
+    if cfg.get("confidence") == "platt" and (target is not None
+                                             or cfg.get("min_level", "major") != "major"):
+        raise OcclassError("target_precision= and min_level= apply to confidence=levels; "
+                           "confidence=platt flags rows by review_below=")
     if review is not None and cfg.run is None:
         raise OcclassError("review_below= needs run=: the zero-shot model has no calibrated "
                            "confidence to review by")
@@ -129,6 +150,17 @@ def check_job(cfg: DictConfig) -> None:
             raise OcclassError(f"{key}={cfg[key]}: the model takes at most {limit} tokens")
     if cfg.get("corrections"):
         next(read_chunks(cfg.corrections, 1, required=["title", "code"]))  # readable, headed
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Refuse bad options and inputs with one line each, before a model is loaded."""
+    check_options(cfg)
+    if not _whole(cfg.chunk_rows):
+        raise OcclassError(f"{named('chunk_rows', cfg.chunk_rows)}: give a whole number of at "
+                           "least 1")
+    for key in ("progress", "neutralise_formulas"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise OcclassError(f"{named(key, cfg[key])}: give true or false")
     title, description = cfg.columns.title, cfg.columns.description
     if not isinstance(title, str) or not title:
         raise OcclassError(f"columns.title={title!r}: name the input's title column")
@@ -195,7 +227,8 @@ def predict_job(cfg: DictConfig) -> dict | None:
     predictor = Predictor(load_configured(cfg), **predictor_options(cfg))
     if text is None:
         status = predict_file(predictor, cfg.input, cfg.output, cfg.top_k, cfg.columns.title,
-                              cfg.columns.description, cfg.chunk_rows, cfg.progress)
+                              cfg.columns.description, cfg.chunk_rows, cfg.progress,
+                              neutralise=cfg.neutralise_formulas)
         flagged = {s: n for s, n in status.items() if s != "ok"}
         log.info("%d rows → %s%s", status.total(), cfg.output,
                  f" ({', '.join(f'{n} {s}' for s, n in flagged.items())}: no prediction)"

@@ -186,6 +186,12 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
     run_dir = Path(run_dir)
     info = RunInfo.load(run_dir)
     check_run_files(run_dir, info)
+    try:  # every number checked before anything is loaded
+        calibrator = None if info.calibration is None else Calibrator.from_dict(info.calibration)
+        confidence_model = (None if info.confidence is None
+                            else ConfidenceModel.from_dict(info.confidence))
+    except OcclassError as err:
+        raise OcclassError(f"{run_dir / RUN_FILE}: {err}") from None
     limit = max_positions(run_dir)
     for key in ("max_input_length", "max_category_length"):
         if limit is not None and getattr(info, key) > limit:
@@ -219,13 +225,7 @@ def load_run(run_dir: str | Path, data_dir: str | Path, max_category_length: int
         log.warning("%s has no calibrator and no confidence model (no validation split: "
                     "data.holdout=none): predictions carry no calibrated confidence and no "
                     "needs_review", run_dir)
-    if info.calibration is not None:
-        parts.calibrator = Calibrator.from_dict(info.calibration)
-    if info.confidence is not None:
-        try:
-            parts.confidence_model = ConfidenceModel.from_dict(info.confidence)
-        except OcclassError as err:
-            raise OcclassError(f"{run_dir / RUN_FILE}: {err}") from None
+    parts.calibrator, parts.confidence_model = calibrator, confidence_model
     return parts
 
 

@@ -123,9 +123,10 @@ class Predictions:
 
 def prediction_columns(top_k: int) -> list[str]:
     """Every column that prediction may add to a table (by `Predictions.to_frame`)."""
-    none = np.full((0, top_k), None)
-    return list(Predictions(none, none, none, np.array([]), np.array([]), np.array([]),
-                            np.array([]), run_id="").to_frame().columns)
+    none, empty = np.full((0, top_k), None), np.array([])
+    coded = {f"coded_{name}": empty for name in ("level", "code", "title", "confidence")}
+    return list(Predictions(none, none, none, empty, empty, empty, empty, none, none,
+                            coded, run_id="").to_frame().columns)
 
 
 def bf16_copy(encoder: torch.nn.Module) -> torch.nn.Module:
@@ -216,6 +217,10 @@ class Predictor:
                                    "model codes with target_precision= and min_level=")
             self.thresholds = self.model.thresholds_for(target_precision)
             self.groups = level_groups(self.levels, self.device)
+        elif target_precision is not None or min_level != "major":
+            raise OcclassError("target_precision= and min_level= apply to a run's confidence "
+                               "model, which " + ("confidence=platt does not use"
+                                                  if confidence == "platt" else "this run lacks"))
         elif self.calibrator is not None and review_below is not None:
             self.calibrator = dataclasses.replace(self.calibrator, review_below=review_below)
         self.min_level = LEVELS.index(min_level)
@@ -286,7 +291,8 @@ class Predictor:
             coded, review = self._coded(ok, level_group, level_confidence)
         elif self.calibrator is not None:
             # a NaN confidence is no confidence: review it
-            review = np.where(ok, ~(confidence >= self.calibrator.review_below), None)
+            below = self.calibrator.review_below
+            review = np.where(ok, ~(confidence >= below) | (below >= 1), None)  # 1: every row
         status = np.select([ok, marker, not_text], ["ok", "title is a missing-value marker",
                                                      "title is not text"], "empty title")
         return Predictions(codes, names, scores, status.astype(object),

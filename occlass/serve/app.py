@@ -9,10 +9,12 @@ import errno
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import sqlite3
+import tempfile
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +27,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -34,12 +36,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from occlass.data.examples import load_pairs
-from occlass.data.tabular_io import SUPPORTED, count_rows, read_chunks
+from occlass.data.tabular_io import SUPPORTED, count_rows, neutralise_formulas, read_chunks
 from occlass.errors import OcclassError
-from occlass.predict.job import predict_file
+from occlass.predict.job import check_options, is_number, named, predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
 from occlass.predict.predictor import Predictor
-from occlass.serve.batcher import MicroBatcher, run_on
+from occlass.serve.batcher import MicroBatcher, Stopped, run_on
 from occlass.serve.search import CODE, TitleIndex
 from occlass.serve.store import OUTCOMES, ChangedFile, ReviewStore, checksum, is_coded, safe_name
 
@@ -223,6 +225,34 @@ class TakingTurns:
         return self.executor.submit(self.predictor.predict_frame, *args).result()
 
 
+def check_serve_options(cfg: DictConfig) -> None:
+    """predict.py's shared option check, then serve.py's own options: one line each, before
+    a model is loaded."""
+    check_options(cfg)
+    if not (isinstance(cfg.max_batch, int) and not isinstance(cfg.max_batch, bool)
+            and cfg.max_batch >= 1):
+        raise OcclassError(f"{named('max_batch', cfg.max_batch)}: give a whole number of at "
+                           "least 1")
+    if not (isinstance(cfg.port, int) and not isinstance(cfg.port, bool)
+            and 0 <= cfg.port <= 65535):
+        raise OcclassError(f"{named('port', cfg.port)}: give a port number from 0 to 65535")
+    for key, low, what in (("max_wait_ms", 0, "milliseconds, 0 or more"),
+                           ("max_request_mb", 1 / 1024, "megabytes, at least 1/1024"),
+                           ("max_upload_mb", 1 / 1024, "megabytes, at least 1/1024"),
+                           ("learn_threshold", 0, "a similarity from 0 to 1"),
+                           ("memo_mb", 0, "megabytes, 0 or more"),
+                           ("header_timeout_s", 1e-3, "seconds, above 0"),
+                           ("keep_alive_s", 0, "seconds, 0 or more")):
+        if not (is_number(cfg[key]) and low <= cfg[key] <= (1 if key == "learn_threshold"
+                                                              else math.inf)):
+            raise OcclassError(f"{named(key, cfg[key])}: give {what}")
+    for key in ("max_connections", "max_upload_rows"):
+        if not (isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 1):
+            raise OcclassError(f"{named(key, cfg[key])}: give a whole number of at least 1")
+    if cfg.input:
+        next(read_chunks(cfg.input, 1, required=["title"]))  # readable, with titles
+
+
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
     run = "zero-shot" if cfg.run is None else "/".join(Path(cfg.run).resolve().parts[-2:])
     return {"run": run, "run_id": parts.run_id, "taxonomy": parts.taxonomy.version}
@@ -284,35 +314,40 @@ def prediction_columns(predictor: Predictor):
 def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     """The app for serve.py's options `cfg` (conf/serve.yaml); `parts` default to the ones
     `cfg` names."""
+    check_serve_options(cfg)
+    uploads = Path(cfg.uploads)
+    store = ReviewStore(cfg.review_db or (Path(cfg.input).with_name(Path(cfg.input).name
+                                                                    + ".review.sqlite")
+                                          if cfg.input else uploads / "review.sqlite"))
     parts = parts or load_configured(cfg)
     options = predictor_options(cfg)
     predictor = Predictor(parts, **options, memo_bytes=int(cfg.memo_mb * 2**20),
                           memo_depth=MAX_TOP_K)  # a title's ranking serves every top_k
     learner = Predictor(parts, **options, correction_threshold=cfg.learn_threshold)
     executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
-    batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000)
+    batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000,
+                           on_failure=lambda error: app.state.stop())
     identity = run_identity(cfg, parts)
     occupations = Occupations(parts, cfg.data_dir)
     ranked_codes = min(MAX_TOP_K, len(parts.taxonomy))  # the model's tie-break of a search
     shown = prediction_columns(predictor)
     token = auth_token(cfg)
-    uploads = Path(cfg.uploads)
-    store = ReviewStore(cfg.review_db or (Path(cfg.input).with_name(Path(cfg.input).name
-                                                                    + ".review.sqlite")
-                                          if cfg.input else uploads / "review.sqlite"))
 
     def open_file(path: Path, name: str) -> dict:
-        """Register a table for review, predicting it first unless it is predict.py's output
-        (on the model thread, `max_batch` rows at a time, taking turns with the API)."""
+        """Register a table for review, predicting it first unless it is predict.py's output:
+        into the server's own folder (never over a file it did not write), on the model
+        thread, `max_batch` rows at a time, taking turns with the API."""
         header = next(read_chunks(path, 1, required=["title"]))
         coded = path
         if not is_coded(header.columns):
-            coded = path.with_name(f"{path.stem}.coded{path.suffix}")
+            uploads.mkdir(parents=True, exist_ok=True)
+            own = path if path.parent == uploads else uploads / f"{secrets.token_hex(4)}-{name}"
+            coded = own.with_name(f"{own.stem}.coded{own.suffix}")
             predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k,
                          chunk_rows=cfg.max_batch, progress=False)
         return {"id": store.add_file(name, coded, shown, checksum(path)), "name": name}
 
-    if cfg.input:  # opened unless a table of the same content is, with its coded file
+    if cfg.input:  # opened unless a table of the same content is (a bad input: one line)
         source = Path(cfg.input)
         if not source.is_file() or store.find(checksum(source)) is None:
             open_file(source, source.name)
@@ -328,6 +363,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                   description="Code job titles into O*NET-SOC occupations and review them.")
     app.state.batcher, app.state.store = batcher, store
     app.state.occupations = occupations
+    app.state.stop = lambda: None  # serve() sets the server's
     app.add_middleware(BodyLimit, limit=int(cfg.max_request_mb * 2**20),
                        upload_limit=int(cfg.max_upload_mb * 2**20))
 
@@ -375,6 +411,10 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         log.warning("%s %s: the disk is full (%s)", request.method, request.url.path, err)
         return _error(507, "the server's disk is full (the decisions acknowledged and the last "
                            "export are kept): free some space and try again")
+
+    @app.exception_handler(Stopped)
+    async def stopped(request: Request, err: Stopped):
+        return _error(503, f"{err}; the server is stopping")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception):
@@ -454,20 +494,27 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         known_file(file)
         return {"rows": await run_in_threadpool(store.rows, file), **identity}
 
-    def learn(file: int, corrections: Path) -> pd.DataFrame:
-        """The still-undecided rows to review that the file's corrections now decide."""
-        pending = store.pending(file)
-        if pending.empty or store.corrections(file).empty:  # outcomes and groups teach nothing
+    def learn(corrections: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
+        """The rows of `pending` that the `corrections` (title, code) now decide."""
+        corrections = corrections[corrections["title"].fillna("").str.strip() != ""]
+        if pending.empty or corrections.empty:  # e.g. a decision on an empty title
             return pending.iloc[:0].assign(code=[])
-        learner.set_corrections(load_corrections(parts, corrections))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "corrections.csv"
+            corrections.to_csv(path, index=False)
+            try:
+                learner.set_corrections(load_corrections(parts, path))
+            except OcclassError as err:
+                raise OcclassError(str(err).replace(str(path), "the corrections")) from None
         result = learner.predict(pending["title"], top_k=1)
         decided = result.scores[:, 0] > 1  # a correction scores 1 + its similarity
         return pending[decided].assign(code=result.codes[decided, 0])
 
     @app.put("/v1/files/{file}/rows/{row}/decision")
     async def decide(file: Id, row: Id, decision: Decision):
-        """Save a reviewer's decision (a code at its level, or an outcome), then apply the
-        reviewers' O*NET-SOC decisions to the near-equal undecided rows."""
+        """Save a reviewer's decision (a code at its level, or an outcome) and apply the
+        reviewers' O*NET-SOC decisions to the near-equal undecided rows: one transaction (saved
+        and answered 200, or not saved and an error)."""
         known_file(file)
         for r in (row, *decision.also):
             if store.row(file, r) is None:
@@ -476,20 +523,17 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         if level is None:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
                                      f"{parts.taxonomy.version} code or a SOC 2018 group of one")
-        before = await run_in_threadpool(store.decide, file, row, decision.code, level,
-                                         decision.reviewer, decision.comment)
-        for other in decision.also:
-            await run_in_threadpool(store.decide, file, other, decision.code, level,
-                                    decision.reviewer, decision.comment, row)
-        corrections = await run_in_threadpool(store.write_corrections, file)
-        resolved = await run_on(executor, learn, file, corrections)
-        await run_in_threadpool(store.resolve, file, resolved["row"].tolist(),
-                                resolved["code"].tolist(), row, decision.reviewer)
+        before, resolved = await run_on(executor, store.decide, file, row, decision.code, level,
+                                        decision.reviewer, decision.comment, decision.also, learn)
+        try:
+            await run_in_threadpool(store.write_corrections, file)
+        except (OSError, OcclassError) as err:  # saved: the file beside is rewritten next time
+            log.warning("the corrections file of file %s was not rewritten: %s", file, err)
         return {"row": row, "code": decision.code, "level": level,
                 "title": occupations.titles.get(decision.code), "replaced": before,
                 "also": decision.also,
-                "resolved": [{"row": r, "code": c} for r, c in zip(resolved["row"],
-                                                                   resolved["code"])]}
+                "resolved": [{"row": int(r), "code": c} for r, c in zip(resolved["row"],
+                                                                        resolved["code"])]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
     async def undo(file: Id, row: Id, reviewer: str | None = Query(None, max_length=100)):
@@ -540,10 +584,13 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.get("/v1/files/{file}/corrections")
     async def corrections(file: Id):
-        """The reviewers' decisions as `title,code`: for corrections= and data.extra_files."""
+        """The reviewers' decisions as `title,code`: for corrections= and data.extra_files
+        (a title a spreadsheet would take for a formula gets a leading quote)."""
         found = known_file(file)
-        path = await run_in_threadpool(store.write_corrections, file)
-        return FileResponse(path, filename=f"{Path(found['name']).stem}.corrections.csv")
+        table = neutralise_formulas(await run_in_threadpool(store.corrections, file))
+        name = safe_name(f"{Path(found['name']).stem}.corrections.csv")
+        return Response(table.to_csv(index=False), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -602,13 +649,21 @@ def header_timeout(seconds: float) -> type:
 def serve(cfg: DictConfig) -> None:
     """What `serve.py` runs: load the run, serve the app until Ctrl-C."""
     import torch
+    import transformers
     import uvicorn
 
+    check_serve_options(cfg)
     auth_token(cfg)  # refuse an open non-loopback bind before loading anything
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    transformers.logging.disable_progress_bar()  # stderr is for one-line errors
     app = create_app(cfg)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, log_level="warning",
+        http=header_timeout(cfg.header_timeout_s), timeout_keep_alive=cfg.keep_alive_s,
+        limit_concurrency=cfg.max_connections))
+    app.state.stop = lambda: setattr(server, "should_exit", True)
     log.info("review desk on http://%s:%s/ (API docs at /docs)", cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning",
-                http=header_timeout(cfg.header_timeout_s), timeout_keep_alive=cfg.keep_alive_s,
-                limit_concurrency=cfg.max_connections)
+    server.run()
+    if app.state.batcher.error is not None:
+        raise OcclassError(f"the server stopped: {app.state.batcher.error}")

@@ -2,7 +2,8 @@
 
 One task on the event loop takes the first waiting request, waits at most `max_wait` seconds
 for more (up to `max_batch` rows), and runs the batch on the model thread: the loop never waits
-on the model, and each caller gets its own rows back.
+on the model, and each caller gets its own rows back. Should that task ever fail, every waiting
+and later caller gets its error and `on_failure` is called (the server stops): none waits forever.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from occlass.predict.predictor import Predictor
+
+
+class Stopped(RuntimeError):
+    """The batching task failed: no request can be answered any more."""
 
 
 @dataclass
@@ -30,17 +35,31 @@ class MicroBatcher:
     first (at most `max_batch` rows, more only when a single request is bigger)."""
 
     def __init__(self, predictor: Predictor, executor: Executor, max_batch: int = 256,
-                 max_wait: float = 0.005):
+                 max_wait: float = 0.005,
+                 on_failure: Callable[[BaseException], None] = lambda error: None):
         self.predictor = predictor
         self.executor = executor
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.on_failure = on_failure
+        self.error: Stopped | None = None  # set when the batching task fails
         self.batch_sizes: list[int] = []  # rows of each pass, for tests and the bench
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._waiting: set[asyncio.Future] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.error = Stopped(f"the batching task failed ({task.exception()!r})")
+        for future in list(self._waiting):
+            if not future.done():
+                future.set_exception(self.error)
+        self.on_failure(self.error)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -48,7 +67,11 @@ class MicroBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def predict(self, frame: pd.DataFrame, top_k: int) -> pd.DataFrame:
+        if self.error is not None:
+            raise self.error
         future = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        future.add_done_callback(self._waiting.discard)
         await self._queue.put(_Request(frame.reset_index(drop=True), top_k, future))
         return await future
 

@@ -6,11 +6,12 @@ decision is one row of `decisions`, keyed by (file, row): two reviewers on one f
 different rows, and on the same row the last write wins and records who made it; each
 reviewer's skips and undo history (their own decisions, in order) are kept too. A decision is a
 code at its level (an O*NET-SOC occupation or a SOC 2018 group, `LEVELS`) or a residual outcome
-(`OUTCOMES`: no code). Exports read the coded file again, refused unless it is the one reviewed
-(same checksum, every row's title the stored one), and merge the decisions: `final_code`,
-`final_title`, `final_level` (the code's level, or the outcome), `decided_by` ("model",
-"reviewer" or "correction": learnt from a reviewer's decision on a near-equal title),
-`reviewer` and `review_comment`.
+(`OUTCOMES`: no code). Rows learnt from a decision follow it: re-deciding or undoing it
+re-learns or undoes them (a row a reviewer decided directly stays). Exports read the coded file
+again, refused unless it is the one reviewed (same checksum, every row's title the stored one),
+and merge the decisions: `final_code`, `final_title`, `final_level` (the code's level, or the
+outcome), `decided_by` ("model", "reviewer" or "correction": learnt from a reviewer's decision
+on a near-equal title), `reviewer` and `review_comment`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from occlass.data.tabular_io import AtomicTableWriter, read_chunks
+from occlass.data.tabular_io import AtomicTableWriter, neutralise_formulas, read_chunks
 from occlass.errors import OcclassError
 
 SCHEMA = """
@@ -86,6 +87,9 @@ class ReviewStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"damaged ({check})")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
                 for table, columns in ADDED.items():  # a database written before these columns
@@ -94,9 +98,9 @@ class ReviewStore:
                         if name not in have:
                             db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as err:
-            raise OcclassError(f"review_db={self.path}: cannot be opened or created ({err}); "
-                               f"make {self.path.parent} writable or set review_db= to a file "
-                               "in a writable folder") from None
+            raise OcclassError(f"review_db={self.path}: cannot be used as the review database "
+                               f"({err}); give a writable SQLite file in a writable folder, or "
+                               "a new name") from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -183,34 +187,46 @@ class ReviewStore:
         return dict(found) if found else None
 
     def decide(self, file: int, row: int, code: str | None, level: str, reviewer: str,
-               comment: str | None = None, via: int | None = None) -> dict | None:
+               comment: str | None = None, also: Sequence[int] = (),
+               learn: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame] | None = None
+               ) -> tuple[dict | None, pd.DataFrame]:
         """Save a reviewer's decision, `code` at `level` (no code for an outcome of
-        `OUTCOMES`), replacing any earlier one on the row; `via`: the row it was made on, for a
-        row of the same title decided with it (undone with it). Returns the decision it
-        replaced."""
+        `OUTCOMES`), on `row` and on the rows `also` (of the same title, undone with it),
+        replacing any earlier one and the rows learnt from it; then, given
+        `learn(corrections, pending)` (the file's corrections and its still-undecided rows to
+        review (row, title)), decide the rows it returns (row, code) as learnt from this one. One
+        transaction, begun at once: all of it is saved or nothing, and two decisions on one row
+        are one after the other. Returns the decision replaced and the rows learnt."""
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
             before = db.execute("SELECT code, level, decided_by, reviewer, at FROM decisions "
                                 "WHERE file = ? AND row = ?", (file, row)).fetchone()
-            db.execute("INSERT OR REPLACE INTO decisions (file, row, code, decided_by, reviewer, "
-                       "via, at, level, comment) VALUES (?, ?, ?, 'reviewer', ?, ?, ?, ?, ?)",
-                       (file, row, code or "", reviewer, via, _now(), level, comment))
-        return dict(before, code=before["code"] or None) if before else None
+            db.execute("DELETE FROM decisions WHERE file = ? AND via = ? AND "
+                       "decided_by = 'correction'", (file, row))
+            now = _now()
+            db.executemany(
+                "INSERT OR REPLACE INTO decisions (file, row, code, decided_by, reviewer, via, at, "
+                "level, comment) VALUES (?, ?, ?, 'reviewer', ?, ?, ?, ?, ?)",
+                [(file, r, code or "", reviewer, None if r == row else row, now, level, comment)
+                 for r in dict.fromkeys((row, *also))])
+            learnt = pd.DataFrame({"row": [], "code": []})
+            if learn is not None:
+                learnt = learn(self._corrections(db, file), self._pending(db, file))
+                db.executemany(
+                    "INSERT OR IGNORE INTO decisions (file, row, code, decided_by, reviewer, via, "
+                    "at) VALUES (?, ?, ?, 'correction', ?, ?, ?)",
+                    [(file, int(r), c, reviewer, row, now)
+                     for r, c in zip(learnt["row"], learnt["code"])])
+        return (dict(before, code=before["code"] or None) if before else None), learnt
 
-    def pending(self, file: int) -> pd.DataFrame:
+    @staticmethod
+    def _pending(db: sqlite3.Connection, file: int) -> pd.DataFrame:
         """The rows still to review (row, title)."""
-        with self._connect() as db:
-            return pd.read_sql_query(
-                "SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
-                "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
-                "ORDER BY r.row", db, params=(file,))
+        return pd.read_sql_query(
+            "SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
+            "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
+            "ORDER BY r.row", db, params=(file,))
 
-    def resolve(self, file: int, rows: list[int], codes: list[str], via: int,
-                reviewer: str) -> None:
-        """Decide still-undecided `rows` as learnt from the reviewer's decision on row `via`."""
-        with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO decisions (file, row, code, decided_by, "
-                           "reviewer, via, at) VALUES (?, ?, ?, 'correction', ?, ?, ?)",
-                           [(file, r, c, reviewer, via, _now()) for r, c in zip(rows, codes)])
 
     def undo(self, file: int, row: int) -> list[int]:
         """Remove the decision on `row` and those made or learnt with it; returns the rows
@@ -250,14 +266,18 @@ class ReviewStore:
                 "'reviewer' AND via IS NULL ORDER BY rowid", (file, reviewer))]
         return {"skipped": skipped, "history": history}
 
+    @staticmethod
+    def _corrections(db: sqlite3.Connection, file: int) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
+            "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
+            "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row", db, params=(file,))
+
     def corrections(self, file: int) -> pd.DataFrame:
         """The reviewers' decisions of an O*NET-SOC occupation as a corrections table (title,
         code), in file order: group codes and outcomes teach nothing."""
         with self._connect() as db:
-            return pd.read_sql_query(
-                "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
-                "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
-                "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row", db, params=(file,))
+            return self._corrections(db, file)
 
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically; one
@@ -269,7 +289,8 @@ class ReviewStore:
 
     def export(self, file: int, titles: dict[str, str]) -> Path:
         """The coded file with the final columns merged (`titles`: code → title, SOC groups
-        included), in its format, beside it. A row to review without a decision has empty final
+        included), in its format, beside it, for people: text a spreadsheet would take for a
+        formula gets a leading quote. A row to review without a decision has empty final
         columns; any other row with a prediction keeps the model's code at the level it was
         coded at (`coded_code`, `coded_level`; the top-1 occupation when the file has none). A
         coded file that is no longer the one reviewed (`ChangedFile`) writes nothing."""
@@ -316,7 +337,7 @@ class ReviewStore:
                                       "reviewer": final["reviewer"],
                                       "review_comment": final["comment"]}).astype(object)
                 final = final.where(final.notna(), None)
-                writer.write(pd.concat([chunk, final], axis=1))
+                writer.write(neutralise_formulas(pd.concat([chunk, final], axis=1)))
         return path
 
 
