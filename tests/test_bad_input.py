@@ -119,7 +119,7 @@ def test_zero_rows_give_the_header(common, tmp_path, ext):
     predicted = [f"{n}_{j}" for n in ("pred_code", "pred_title", "pred_score", "soc_code",
                                       "soc_title") for j in (1, 2)] + [
         "confidence", "coded_level", "coded_code", "coded_title", "coded_confidence",
-        "needs_review", "pred_evidence_1", "status"]
+        "needs_review", "pred_evidence_1", "status", "run_id"]
     if ext == "csv":
         assert out.read_text().splitlines() == [",".join(["id", "title", *predicted])]
     elif ext == "jsonl":
