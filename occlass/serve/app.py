@@ -239,12 +239,11 @@ def check_serve_options(cfg: DictConfig) -> None:
     for key, low, what in (("max_wait_ms", 0, "milliseconds, 0 or more"),
                            ("max_request_mb", 1 / 1024, "megabytes, at least 1/1024"),
                            ("max_upload_mb", 1 / 1024, "megabytes, at least 1/1024"),
-                           ("learn_threshold", 0, "a similarity from 0 to 1"),
+                           ("learn_threshold", 0, "a similarity, 0 or more (above 1: none)"),
                            ("memo_mb", 0, "megabytes, 0 or more"),
                            ("header_timeout_s", 1e-3, "seconds, above 0"),
                            ("keep_alive_s", 0, "seconds, 0 or more")):
-        if not (is_number(cfg[key]) and low <= cfg[key] <= (1 if key == "learn_threshold"
-                                                              else math.inf)):
+        if not (is_number(cfg[key]) and low <= cfg[key] < math.inf):
             raise OcclassError(f"{named(key, cfg[key])}: give {what}")
     for key in ("max_connections", "max_upload_rows"):
         if not (isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 1):
