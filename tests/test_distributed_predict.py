@@ -73,7 +73,7 @@ def test_jsonl_records_keep_their_own_keys_under_ddp(run_dir, tiny_onet, tmp_pat
     assert [set(r) - set(json.loads(line)) for r, line in zip(out, lines)] == [
         {"pred_code_1", "pred_title_1", "pred_score_1", "soc_code_1", "soc_title_1",
          "confidence", "coded_level", "coded_code", "coded_title", "coded_confidence",
-         "needs_review", "pred_evidence_1", "status"}] * 4
+         "needs_review", "pred_evidence_1", "status", "run_id"}] * 4
 
 
 @pytest.mark.parametrize("estimate", [0, 4, 11, 30])

@@ -36,7 +36,8 @@ def imports_of(path: Path) -> set[str]:
 
 
 def stage(module: str) -> int:
-    return STAGES.get(module.split(".")[1], 0)
+    parts = module.split(".")
+    return STAGES.get(parts[1], 0) if len(parts) > 1 else 0  # occlass itself: the ground floor
 
 
 GRAPH = {m: imports_of(p) for m, p in MODULES.items()}

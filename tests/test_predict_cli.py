@@ -82,7 +82,7 @@ def test_run_id_names_the_model_that_coded_each_row(predict, run_dir, tiny_onet,
     copy = shutil.copytree(run_dir, tmp_path / "copy")
     assert load_run(copy, tiny_onet).run_id == run_id  # where the run lies does not matter
     record = json.loads((copy / "run.json").read_text())
-    record["confidence"]["thresholds"]["0.9"][0] += 0.01  # a refitted confidence model
+    record["confidence"]["thresholds"]["0.9"][0] *= 0.99  # a refitted confidence model
     (copy / "run.json").write_text(json.dumps(record))
     assert load_run(copy, tiny_onet).run_id != run_id
 

@@ -171,7 +171,7 @@ def test_under_bf16_mixed_the_test_split_and_the_export_fits_are_measured_in_fp3
     model.refresh(fp32=True)
     assert model.category_cache is cache  # what export uses: these very caches
     test = datamodule.examples[datamodule.examples["split"] == "test"]
-    scores = fused_scores(evaluation_predictor(model, datamodule), test)
+    scores = fused_scores(evaluation_predictor(model, datamodule, model.memory), test)
     metrics = OccupationMetrics(len(datamodule.categories), {})
     metrics.update(scores, torch.tensor([cs[:1] for cs in test["codes"]]))
     top1 = [bool(set(cs) & {int(i)}) for cs, i in zip(test["codes"], scores.argmax(1))]

@@ -258,7 +258,7 @@ def run_job(spark: SparkSession, df: DataFrame, keys: list[str], settings: dict,
 
 
 if __name__ == "__main__":  # spark-submit .../occlass/predict/spark.py run=RUN input=IN output=OUT
-    from occlass.predict.__main__ import main  # workers import occlass.predict.spark, not this
+    import importlib  # predict.py's entry point, which imports this module: not at import time
 
     sys.argv[1:1] = ["engine=spark"]
-    main()
+    importlib.import_module("occlass.predict.__main__").main()
