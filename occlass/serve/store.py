@@ -227,7 +227,6 @@ class ReviewStore:
             "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
             "ORDER BY r.row", db, params=(file,))
 
-
     def undo(self, file: int, row: int) -> list[int]:
         """Remove the decision on `row` and those made or learnt with it; returns the rows
         undone."""
