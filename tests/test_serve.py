@@ -414,7 +414,7 @@ def test_a_review_database_from_before_levels_gains_them(tmp_path):
 
 
 def test_bad_uploads_get_a_clear_error(client, tmp_path):
-    assert "give a" in client.post("/v1/files", params={"name": "x.xlsx"}, content=b"x",
+    assert "give a" in client.post("/v1/files", params={"name": "x.xls"}, content=b"x",
                                    headers=UPLOAD).json()["error"]
     empty = client.post("/v1/files", params={"name": "x.csv"}, content=b"", headers=UPLOAD)
     assert empty.status_code == 400 and empty.json()["error"].startswith("x.csv")

@@ -37,6 +37,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from occlass.data.examples import load_pairs
 from occlass.data.tabular_io import SUPPORTED, count_rows, neutralise_formulas, read_chunks
+from occlass.data.taxonomy import CODE_COLUMN, read_onet_table
 from occlass.errors import OcclassError
 from occlass.predict.job import check_options, is_number, named, predict_file
 from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
@@ -55,6 +56,8 @@ MAX_DESCRIPTION = 20_000
 MAX_ROWS = 1_000
 MAX_TOP_K = 50
 MAX_COMMENT = 1_000
+MAX_AUDIT = 100_000
+RELATED_FILE, RELATED_COLUMN = "Related Occupations.txt", "Related O*NET-SOC Code"
 SEARCH_RANK_WAIT = 0.5  # seconds a search waits for the model's ranking of its query
 Id = Annotated[int, InPath(ge=0, le=2**63 - 1)]  # a file's or row's id: SQLite's INTEGER
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -110,6 +113,14 @@ class Decision(BaseModel):
             raise ValueError(f'give a "code" or an "outcome" ({", ".join(OUTCOMES)}), '
                              'not both')
         return self
+
+
+class AuditSample(BaseModel):
+    """How many model-accepted rows to draw for checking, and the random seed."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: StrictInt = Field(ge=1, le=MAX_AUDIT)
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
 
 
 class TooLarge(HTTPException):
@@ -252,6 +263,43 @@ def check_serve_options(cfg: DictConfig) -> None:
         next(read_chunks(cfg.input, 1, required=["title"]))  # readable, with titles
 
 
+class ChooseColumn(OcclassError):
+    """An uploaded table without a `title` column: the user picks one of its `columns`."""
+
+    def __init__(self, message: str, columns: list[str]):
+        super().__init__(message)
+        self.columns = columns
+
+
+def pick_columns(name: str, columns: list[str], title: str | None,
+                 description: str | None) -> tuple[str, str]:
+    """The title and description columns of the table `name`: those asked for, else `title`
+    and `description` (a table without a `title` column: `ChooseColumn`)."""
+    named = ", ".join(map(repr, columns))
+    for asked in (title, description):
+        if asked is not None and asked not in columns:
+            raise OcclassError(f"{name}: no column {asked!r}; its columns: {named}")
+    if title is None and "title" not in columns:
+        raise ChooseColumn(f"{name}: no 'title' column; choose the column of job titles "
+                           f"(title_column=) among {named}", columns)
+    return title or "title", description or "description"
+
+
+def xlsx_as_csv(path: Path, table: Path, name: str) -> None:
+    """The first sheet of the Excel workbook `path` (`name` on the client's side) as the CSV
+    `table`, every cell as text; a file that is not a workbook is one line."""
+    try:
+        frame = pd.read_excel(path, sheet_name=0, dtype=str, engine="openpyxl")
+    except Exception as err:  # noqa: BLE001 (openpyxl, zipfile: many kinds for a bad file)
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise OcclassError(f"{name}: not a readable .xlsx workbook ({type(err).__name__}: "
+                           f"{reason}); save it again as .xlsx, or as CSV") from None
+    if frame.columns.empty:
+        raise OcclassError(f"{name}: its first sheet is empty; put the titles, with a header "
+                           "row, on the first sheet")
+    frame.to_csv(table, index=False)
+
+
 def run_identity(cfg: DictConfig, parts: RunParts) -> dict:
     run = "zero-shot" if cfg.run is None else "/".join(Path(cfg.run).resolve().parts[-2:])
     return {"run": run, "run_id": parts.run_id, "taxonomy": parts.taxonomy.version}
@@ -280,6 +328,17 @@ class Occupations:
         self.texts = [t for _, t, _ in entries]
         self.index = TitleIndex([c for c, _, _ in entries], self.texts,
                                 [k for *_, k in entries])
+        self.above = {}  # code → the groups it is in, major first
+        for i, code in enumerate(taxonomy.codes):
+            chain = [str(level.codes[level.of_code[i]]) for level in (parts.levels or [])[:0:-1]]
+            self.above[code] = chain
+            for j, group in enumerate(chain):
+                self.above.setdefault(group, chain[:j])
+        related = Path(data_dir) / RELATED_FILE  # absent in releases before 28.1
+        related = (read_onet_table(related, [CODE_COLUMN, RELATED_COLUMN]) if related.is_file()
+                   else pd.DataFrame({CODE_COLUMN: [], RELATED_COLUMN: []}))
+        related = related[related[RELATED_COLUMN].isin(self.descriptions)]
+        self.related = related.groupby(CODE_COLUMN, sort=False)[RELATED_COLUMN].agg(list)
 
     def search(self, query: str, limit: int = 20, tie_break: dict[str, int] | None = None
                ) -> list[dict]:
@@ -294,12 +353,24 @@ class Occupations:
                  "match": "" if self.texts[i] == self.titles[c] else self.texts[i]}
                 for c, i in self.index.search(query, limit, tie_break or {})]
 
+    def agrees(self, model: str, decided: str | None) -> bool:
+        """Whether a reviewer's code bears out the model's: the same code, or one inside the
+        model's SOC group (an outcome never does)."""
+        return decided == model or model in self.above.get(decided, [])
+
     def get(self, code: str) -> dict | None:
-        if code not in self.descriptions:
+        """A code's reference: its title, level, description, alternate titles, related
+        occupations (O*NET's, best first) and the SOC groups it is in (`hierarchy`, major
+        first); a SOC group has only its title, level and groups."""
+        if code not in self.titles:
             return None
-        return {"code": code, "title": self.titles[code],
-                "description": self.descriptions[code],
-                "alternate_titles": self.alternates.get(code, [])}
+        return {"code": code, "title": self.titles[code], "level": self.levels[code],
+                "description": self.descriptions.get(code),
+                "alternate_titles": self.alternates.get(code, []),
+                "related": [{"code": c, "title": self.titles[c]}
+                            for c in self.related.get(code, [])],
+                "hierarchy": [{"code": c, "title": self.titles[c], "level": self.levels[c]}
+                              for c in self.above.get(code, [])]}
 
 
 def prediction_columns(predictor: Predictor):
@@ -332,19 +403,24 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     shown = prediction_columns(predictor)
     token = auth_token(cfg)
 
-    def open_file(path: Path, name: str) -> dict:
-        """Register a table for review, predicting it first unless it is predict.py's output:
-        into the server's own folder (never over a file it did not write), on the model
-        thread, `max_batch` rows at a time, taking turns with the API."""
-        header = next(read_chunks(path, 1, required=["title"]))
+    def open_file(path: Path, name: str, title_column: str | None = None,
+                  description_column: str | None = None) -> dict:
+        """Register a table for review (its titles and descriptions in the columns named, by
+        default `title` and `description`), predicting it first unless it is predict.py's
+        output: into the server's own folder (never over a file it did not write), on the
+        model thread, `max_batch` rows at a time, taking turns with the API."""
+        header = next(read_chunks(path, 1))
+        title, description = pick_columns(name, list(header.columns), title_column,
+                                          description_column)
         coded = path
         if not is_coded(header.columns):
             uploads.mkdir(parents=True, exist_ok=True)
             own = path if path.parent == uploads else uploads / f"{secrets.token_hex(4)}-{name}"
             coded = own.with_name(f"{own.stem}.coded{own.suffix}")
-            predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k,
-                         chunk_rows=cfg.max_batch, progress=False)
-        return {"id": store.add_file(name, coded, shown, checksum(path)), "name": name}
+            predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k, title,
+                         description, chunk_rows=cfg.max_batch, progress=False)
+        return {"id": store.add_file(name, coded, shown, checksum(path), title, description),
+                "name": name}
 
     if cfg.input:  # opened unless a table of the same content is (a bad input: one line)
         source = Path(cfg.input)
@@ -448,9 +524,11 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.get("/v1/occupations/{code}")
     async def occupation(code: str):
+        """An occupation's or SOC group's reference text (the page's `i`)."""
         found = occupations.get(code)
         if found is None:
-            raise HTTPException(404, f"no occupation {code!r} in O*NET {parts.taxonomy.version}")
+            raise HTTPException(404, f"no occupation or SOC group {code!r} in O*NET "
+                                     f"{parts.taxonomy.version}")
         return found
 
     @app.get("/v1/files")
@@ -458,28 +536,44 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         return {"files": await run_in_threadpool(store.files)}
 
     @app.post("/v1/files")
-    async def upload(request: Request, name: str = "upload.csv"):
-        """Open a table for review: the request body is the file (CSV, JSONL or Parquet), raw
-        (predicted now) or predict.py's output."""
+    async def upload(request: Request, name: str = "upload.csv",
+                     title_column: str | None = Query(None, min_length=1, max_length=200),
+                     description_column: str | None = Query(None, min_length=1,
+                                                            max_length=200)):
+        """Open a table for review: the request body is the file (CSV, JSONL, Parquet, or an
+        Excel workbook's first sheet), raw (predicted now) or predict.py's output; its job
+        titles in `title_column` (default `title`; a table without one is a 400 listing its
+        `columns` to choose from), its descriptions in `description_column` (default
+        `description`, if any)."""
         name = safe_name(name)
-        if Path(name).suffix.lower() not in SUPPORTED:
-            raise HTTPException(400, f"{name}: give a {', '.join(SUPPORTED)} file")
+        if Path(name).suffix.lower() not in (*SUPPORTED, ".xlsx"):
+            raise HTTPException(400, f"{name}: give a {', '.join(SUPPORTED)} or .xlsx file")
         uploads.mkdir(parents=True, exist_ok=True)
-        path = uploads / f"{secrets.token_hex(4)}-{name}"
+        path = table = uploads / f"{secrets.token_hex(4)}-{name}"
         try:  # a refused or failed upload leaves nothing behind
             async with await anyio.open_file(path, "wb") as f:
                 async for block in request.stream():
                     await f.write(block)
-            rows = await run_in_threadpool(count_rows, path)
+            if path.suffix.lower() == ".xlsx":  # reviewed as CSV
+                table = path.with_suffix(".csv")
+                await run_in_threadpool(xlsx_as_csv, path, table, name)
+                path.unlink()
+            rows = await run_in_threadpool(count_rows, table)
             if rows is not None and rows > cfg.max_upload_rows:
                 raise HTTPException(413, f"{name}: {rows:,} rows, over max_upload_rows="
                                          f"{cfg.max_upload_rows:,}; split it")
-            return await run_in_threadpool(open_file, path, name)
+            return await run_in_threadpool(open_file, table, name, title_column,
+                                           description_column)
         except OcclassError as err:
             path.unlink(missing_ok=True)
-            raise HTTPException(400, str(err).replace(str(path), name)) from None
+            table.unlink(missing_ok=True)
+            message = str(err).replace(str(table), name).replace(str(path), name)
+            return JSONResponse({"error": message, **({"columns": err.columns}
+                                                      if isinstance(err, ChooseColumn) else {})},
+                                400)
         except BaseException:
             path.unlink(missing_ok=True)
+            table.unlink(missing_ok=True)
             raise
 
     def known_file(file: int) -> dict:
@@ -572,12 +666,43 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         known_file(file)
         return await run_in_threadpool(store.session, file, reviewer)
 
+    def audit_report(file: int) -> dict:
+        """The audit sample with each row's verdict (`agreed`: the reviewer's decision bears
+        out the model's code; `disagreed`; `unchecked`) and the agreement on the rows checked."""
+        seed, rows = store.audit(file)
+        for r in rows:
+            r["verdict"] = ("unchecked" if r["decision"] is None else "agreed"
+                            if occupations.agrees(r["model_code"], r["decision"]["code"])
+                            else "disagreed")
+        checked = sum(r["verdict"] != "unchecked" for r in rows)
+        agreed = sum(r["verdict"] == "agreed" for r in rows)
+        return {"seed": seed, "size": len(rows), "checked": checked, "agreed": agreed,
+                "agreement": agreed / checked if checked else None, "rows": rows}
+
+    @app.put("/v1/files/{file}/audit")
+    async def draw_audit(file: Id, sample: AuditSample):
+        """Draw the audit sample: `size` rows the model coded without flagging them, at
+        random with `seed` (replacing any earlier sample; the same seed and a larger size keep
+        the rows drawn before). The page puts them in the review queue, marked."""
+        known_file(file)
+        await run_in_threadpool(store.draw_audit, file, sample.size, sample.seed)
+        return await run_in_threadpool(audit_report, file)
+
+    @app.get("/v1/files/{file}/audit")
+    async def audit(file: Id):
+        """The audit sample's rows, their verdicts and the reviewer–model agreement."""
+        known_file(file)
+        return await run_in_threadpool(audit_report, file)
+
     @app.get("/v1/files/{file}/export")
     async def export(file: Id):
         """The coded file with final_code, final_title, final_level, decided_by, reviewer and
-        review_comment, in its format."""
+        review_comment, in its format; with an audit sample, its verdicts in `audit`."""
         found = known_file(file)
-        path = await run_in_threadpool(store.export, file, occupations.titles)
+        report = await run_in_threadpool(audit_report, file)
+        verdicts = ({r["row"]: r["verdict"] for r in report["rows"]}
+                    if report["seed"] is not None else None)
+        path = await run_in_threadpool(store.export, file, occupations.titles, verdicts)
         stem, suffix = Path(found["name"]).stem, Path(found["coded"]).suffix
         return FileResponse(path, filename=f"{stem}.reviewed{suffix}")
 

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from occlass.data.tabular_io import AtomicTableWriter, neutralise_formulas, read_chunks
@@ -34,7 +35,7 @@ from occlass.errors import OcclassError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, coded TEXT NOT NULL, added TEXT NOT NULL,
-    sha256 TEXT, coded_sha256 TEXT);
+    sha256 TEXT, coded_sha256 TEXT, title_column TEXT, description_column TEXT);
 CREATE TABLE IF NOT EXISTS rows (
     file INTEGER NOT NULL REFERENCES files(id), row INTEGER NOT NULL, title TEXT,
     description TEXT, review INTEGER NOT NULL, prediction TEXT NOT NULL,
@@ -46,9 +47,13 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS skips (
     file INTEGER NOT NULL, reviewer TEXT NOT NULL, row INTEGER NOT NULL,
     PRIMARY KEY (file, reviewer, row));
+CREATE TABLE IF NOT EXISTS audit (
+    file INTEGER NOT NULL, row INTEGER NOT NULL, seed INTEGER NOT NULL,
+    PRIMARY KEY (file, row), FOREIGN KEY (file, row) REFERENCES rows(file, row));
 """
 ADDED = {"decisions": {"level": "TEXT NOT NULL DEFAULT 'onet'", "comment": "TEXT"},
-         "files": {"sha256": "TEXT", "coded_sha256": "TEXT"}}
+         "files": {"sha256": "TEXT", "coded_sha256": "TEXT", "title_column": "TEXT",
+                   "description_column": "TEXT"}}
 # Residual outcomes: a decision that the row has no code (`final_level` holds it, no final_code).
 OUTCOMES = ("uncodable", "insufficient_information", "not_in_labour_force")
 CHUNK_ROWS = 10_000
@@ -112,29 +117,33 @@ class ReviewStore:
         finally:
             db.close()
 
-    def add_file(self, name: str, coded: str | Path, prediction_column, sha256: str) -> int:
+    def add_file(self, name: str, coded: str | Path, prediction_column, sha256: str,
+                 title_column: str = "title", description_column: str = "description") -> int:
         """Register predict.py's output `coded` under `name`, opened from a table whose checksum
-        is `sha256`; `prediction_column(name)` says which of its columns the predictor wrote
-        (shown on the page). Rows flagged `needs_review` (all rows with a prediction, when the
-        file has no such column) form the review queue. Returns the file's id."""
+        is `sha256`, its titles and descriptions in the columns named; `prediction_column(name)`
+        says which of its columns the predictor wrote (shown on the page). Rows flagged
+        `needs_review` (all rows with a prediction, when the file has no such column) form the
+        review queue. Returns the file's id."""
         with self._connect() as db:
             file = db.execute(
-                "INSERT INTO files (name, coded, added, sha256, coded_sha256) "
-                "VALUES (?, ?, ?, ?, ?)", (name, str(coded), _now(), sha256,
-                                           checksum(coded))).lastrowid
+                "INSERT INTO files (name, coded, added, sha256, coded_sha256, title_column, "
+                "description_column) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, str(coded), _now(), sha256, checksum(coded), title_column,
+                 description_column)).lastrowid
             start = 0
-            for chunk in read_chunks(coded, CHUNK_ROWS, required=["title", "status"],
+            for chunk in read_chunks(coded, CHUNK_ROWS, required=[title_column, "status"],
                                      dtype_str=True):
                 shown = [c for c in chunk.columns if prediction_column(c)]
                 review = (chunk["needs_review"].map(_true) if "needs_review" in chunk
                           else chunk["status"].eq("ok"))
                 records = chunk[shown].astype(object).where(chunk[shown].notna(), None)
-                description = chunk.get("description", pd.Series(None, index=chunk.index))
+                description = chunk.get(description_column,
+                                        pd.Series(None, index=chunk.index))
                 db.executemany(
                     "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?)",
                     [(file, start + i, title, text, int(flag), json.dumps(record))
                      for i, (title, text, flag, record) in enumerate(zip(
-                         chunk["title"], description.astype(object).where(description.notna(),
+                         chunk[title_column], description.astype(object).where(description.notna(),
                                                                           None),
                          review, records.to_dict("records")))])
                 start += len(chunk)
@@ -166,13 +175,15 @@ class ReviewStore:
         with self._connect() as db:
             found = db.execute(
                 "SELECT r.row, r.title, r.description, r.review, r.prediction, d.code, "
-                "d.level, d.comment, d.decided_by, d.reviewer, d.at FROM rows r "
+                "d.level, d.comment, d.decided_by, d.reviewer, d.at, a.seed FROM rows r "
                 "LEFT JOIN decisions d "
-                "ON d.file = r.file AND d.row = r.row WHERE r.file = ? "
+                "ON d.file = r.file AND d.row = r.row LEFT JOIN audit a ON a.file = r.file "
+                "AND a.row = r.row WHERE r.file = ? "
                 "ORDER BY r.review DESC, r.row", (file,)).fetchall()
         return [{"row": r["row"], "title": r["title"], "description": r["description"],
                  "review": bool(r["review"]), "prediction": json.loads(r["prediction"]),
-                 "decision": None if r["code"] is None else _decision(r)} for r in found]
+                 "decision": None if r["code"] is None else _decision(r),
+                 "audit": r["seed"] is not None} for r in found]
 
     def decisions(self, file: int) -> dict[int, dict]:
         """Every row's decision (row → decision, as `rows` gives it)."""
@@ -265,6 +276,37 @@ class ReviewStore:
                 "'reviewer' AND via IS NULL ORDER BY rowid", (file, reviewer))]
         return {"skipped": skipped, "history": history}
 
+    def draw_audit(self, file: int, size: int, seed: int) -> list[int]:
+        """Draw the file's audit sample, replacing any earlier one: `size` rows picked at
+        random (seeded: the same seed and a larger size keep the rows drawn before) among
+        those the model coded and did not flag for review. Returns the rows, in order."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            accepted = np.array([r["row"] for r in db.execute(
+                "SELECT row, prediction FROM rows WHERE file = ? AND review = 0 ORDER BY row",
+                (file,)) if model_code(json.loads(r["prediction"]))], dtype=np.int64)
+            drawn = sorted(accepted[np.random.default_rng(seed).permutation(len(accepted))
+                                    [:size]].tolist())
+            db.execute("DELETE FROM audit WHERE file = ?", (file,))
+            db.executemany("INSERT INTO audit VALUES (?, ?, ?)",
+                           [(file, r, seed) for r in drawn])
+        return drawn
+
+    def audit(self, file: int) -> tuple[int | None, list[dict]]:
+        """The audit sample's seed (None: no sample) and its rows: row, the model's code
+        (`model_code`) and the reviewer's decision, if any (code, level; None for a decision
+        learnt, not made)."""
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT a.row, a.seed, r.prediction, d.code, d.level, d.decided_by FROM audit a "
+                "JOIN rows r ON r.file = a.file AND r.row = a.row LEFT JOIN decisions d ON "
+                "d.file = a.file AND d.row = a.row WHERE a.file = ? ORDER BY a.row",
+                (file,)).fetchall()
+        return (found[0]["seed"] if found else None), [
+            {"row": r["row"], "model_code": model_code(json.loads(r["prediction"])),
+             "decision": ({"code": r["code"] or None, "level": r["level"]}
+                          if r["decided_by"] == "reviewer" else None)} for r in found]
+
     @staticmethod
     def _corrections(db: sqlite3.Connection, file: int) -> pd.DataFrame:
         return pd.read_sql_query(
@@ -286,9 +328,11 @@ class ReviewStore:
             writer.write(self.corrections(file))
         return path
 
-    def export(self, file: int, titles: dict[str, str]) -> Path:
+    def export(self, file: int, titles: dict[str, str], audit: dict[int, str] | None = None
+               ) -> Path:
         """The coded file with the final columns merged (`titles`: code → title, SOC groups
-        included), in its format, beside it, for people: text a spreadsheet would take for a
+        included) and, given `audit` (row → verdict), an `audit` column of the audit sample's
+        verdicts, in its format, beside it, for people: text a spreadsheet would take for a
         formula gets a leading quote. A row to review without a decision has empty final
         columns; any other row with a prediction keeps the model's code at the level it was
         coded at (`coded_code`, `coded_level`; the top-1 occupation when the file has none). A
@@ -314,7 +358,7 @@ class ReviewStore:
             for chunk in read_chunks(coded, CHUNK_ROWS):
                 rows = pd.RangeIndex(start, start + len(chunk))
                 start += len(chunk)
-                title = chunk["title"].astype(object)
+                title = chunk[found["title_column"] or "title"].astype(object)
                 title = title.where(title.isna(), title.astype(str)).fillna("")
                 if title.tolist() != stored["title"].reindex(rows).fillna("").tolist():
                     raise changed  # not the same rows in the same order
@@ -335,9 +379,20 @@ class ReviewStore:
                                       "decided_by": final["decided_by"],
                                       "reviewer": final["reviewer"],
                                       "review_comment": final["comment"]}).astype(object)
+                if audit is not None:
+                    final["audit"] = rows.map(audit).to_numpy()
                 final = final.where(final.notna(), None)
                 writer.write(neutralise_formulas(pd.concat([chunk, final], axis=1)))
         return path
+
+
+def model_code(prediction: dict) -> str | None:
+    """The code the model gave a row: its coded code (`confidence=levels`), else its top-1
+    occupation; None for a row it could not code."""
+    if prediction.get("status", "ok") != "ok":
+        return None
+    return prediction["coded_code"] if "coded_code" in prediction else prediction.get(
+        "pred_code_1")
 
 
 def _decision(r: sqlite3.Row) -> dict:

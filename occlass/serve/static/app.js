@@ -10,9 +10,10 @@
 const $ = (id) => document.getElementById(id);
 const state = { file: null, rows: [], skipped: [], history: [], shown: null, built: null,
                 same: [],
-                pinned: null, busy: false, changes: 0,
+                pinned: null, busy: false, changes: 0, info: null,
                 search: { row: null, query: "", hits: [], at: 0 } };
 const POLL_MS = 5000;
+const ALTERNATES_SHOWN = 30;
 const GROUPS = ["detailed", "broad", "minor", "major"];
 const LEVELS = { onet: "O*NET-SOC occupation", detailed: "SOC occupation",
                  broad: "broad group", minor: "minor group", major: "major group",
@@ -30,7 +31,10 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    throw Object.assign(new Error(data.error || `${response.status} ${response.statusText}`),
+                        { data });
+  }
   return data;
 }
 
@@ -51,18 +55,36 @@ const percent = (x) => (x === null || x === undefined || x === "" ? "" :
 
 const same = (a, b) => Boolean(a && b && a.row === b.row);
 const key = (title) => (title || "").trim().toLowerCase().replace(/\s+/g, " ");
+// The code the model gave a row it accepted, or its coded code: what `c` confirms.
+const modelCode = (row) => row.prediction.coded_code ||
+  (row.audit && !("coded_code" in row.prediction) ? row.prediction.pred_code_1 : null);
 
-// The queue of the chosen view: rows to review, or rows the model coded at a SOC group (to
-// confirm or refine); undecided, rows of one title as one entry (a list of rows), in file
-// order or most frequent first, skipped entries last.
+// Whether a row passes the filters: the level the model coded it at ("none": not coded), and
+// its confidence (the coded code's, else the top candidate's) below a percentage.
+function filtered(r) {
+  const [level, below] = [$("level").value, $("below").value];
+  const p = r.prediction;
+  const confidence = Number((p.coded_code ? p.coded_confidence : p.confidence) ?? 0);
+  return (!level || (p.coded_level || "none") === level) &&
+    (below === "" || confidence * 100 < Number(below));
+}
+
+const filtering = () => Boolean($("level").value || $("below").value);
+
+// The queue of the chosen view: rows to review and the audit sample's (rows the model
+// accepted, to check), the audit sample only, or rows the model coded at a SOC group (to
+// confirm or refine); undecided, filtered, rows of one title as one entry (a list of rows; an
+// audit row only with audit rows), in file order or most frequent first, skipped entries last.
 function queue() {
   const view = $("view").value;
   const titles = new Map();
+  const wanted = { review: (r) => r.review || r.audit, audit: (r) => r.audit,
+                   groups: (r) => !r.review && GROUPS.includes(r.prediction.coded_level) }[view];
   for (const r of state.rows) {
-    if (r.decision || !(view === "groups" ? !r.review && GROUPS.includes(r.prediction.coded_level)
-                                          : r.review)) continue;
-    if (!titles.has(key(r.title))) titles.set(key(r.title), []);
-    titles.get(key(r.title)).push(r);
+    if (r.decision || !filtered(r) || !wanted(r)) continue;
+    const k = `${r.audit ? "audit\n" : ""}${key(r.title)}`;
+    if (!titles.has(k)) titles.set(k, []);
+    titles.get(k).push(r);
   }
   const entries = [...titles.values()];
   if ($("order").value === "frequency") entries.sort((a, b) => b.length - a.length);
@@ -97,18 +119,26 @@ function render() {
     (learnt ? ` (${learnt} learnt from your decisions)` : "") +
     ` · ${groups.filter((r) => r.decision).length} of ${groups.length} coded at a group ` +
     `level checked · ${state.rows.length} rows in the file`;
+  const entries = queue();
+  if (state.file !== null && filtering()) {
+    $("progress").textContent += ` · ${entries.flat().length} undecided rows pass the filters`;
+  }
   const entry = state.pinned ? [state.rows.find((r) => r.row === state.pinned)] :
-    queue()[0] || [];
+    entries[0] || [];
   const current = entry[0] || null;
   if (!same(current, state.shown)) {
     clearSearch();
     $("description-box").open = false;
+    state.info = null;
+    $("reference").hidden = true;
   }
   state.shown = current;
   state.same = entry.slice(1).map((r) => r.row);
   renderDecisions();
   $("card").hidden = !current;
   $("done").hidden = state.file === null || Boolean(current);
+  $("done").textContent = filtering() ? "No undecided row of this queue passes the filters." :
+    "Every row in this queue has a decision. Export below.";
   $("exports").hidden = state.file === null;
   if (!current) return;
   const p = current.prediction;
@@ -116,6 +146,8 @@ function render() {
     (state.same.length ? ` · ×${entry.length} rows of this title (rows ` +
       `${entry.map((r) => r.row + 1).join(", ")}), decided together` : "") +
     (state.skipped.includes(current.row) ? " · skipped before" : "") +
+    (current.audit ? " · audit sample: the model accepted this row; confirm (c) or correct " +
+      "its code" : "") +
     (current.decision ? ` · decided: ${describe(current.decision)}, by ` +
       `${current.decision.decided_by === "correction" ? "learning from " : ""}` +
       `${current.decision.reviewer} — decide again to change it` : "");
@@ -124,10 +156,12 @@ function render() {
   $("description-box").hidden = !current.description;
   $("model").textContent = p.coded_code ?
     `Model: ${p.coded_code} ${p.coded_title} · ${LEVELS[p.coded_level]} · ` +
-    `${percent(p.coded_confidence)} confident — c confirms` :
+    `${percent(p.coded_confidence)} confident — c confirms` : modelCode(current) ?
+    `Model: ${p.pred_code_1} ${p.pred_title_1} · ${percent(p.confidence)} confident — ` +
+    "c confirms" :
     `Model: not coded at any level` + (p.confidence != null ?
       ` (top candidate ${percent(p.confidence)} confident)` : "");
-  $("confirm").hidden = !p.coded_code;
+  $("confirm").hidden = !modelCode(current);
   if (same(current, state.built)) return;  // a refresh: the same row keeps its elements
   state.built = current;
   const body = $("candidates").tBodies[0];
@@ -149,6 +183,38 @@ function render() {
     const cls = key.startsWith("coded_") ? "coded" : undefined;
     details.append(el("dt", key, cls), el("dd", p[key] ?? "", cls));
   }
+}
+
+// A candidate's reference text (`i`; again: the next candidate's, after the last none), each
+// code's fetched once; it belongs to the row and the candidate it was asked for.
+const references = new Map();
+async function reference() {
+  const row = state.shown;
+  const list = candidates(row).slice(0, 5);
+  const at = state.info && same(state.info.row, row) ? state.info.at + 1 : 0;
+  state.info = at < list.length ? { row, at } : null;
+  [...$("candidates").tBodies[0].rows].forEach((tr, i) =>
+    tr.classList.toggle("at", state.info !== null && i === at));
+  $("reference").hidden = true;
+  if (!state.info) return;
+  const { code } = list[at];
+  if (!references.has(code)) {
+    references.set(code, api("GET", `/v1/occupations/${encodeURIComponent(code)}`)
+      .catch((err) => { references.delete(code); throw err; }));
+  }
+  const found = await references.get(code);
+  if (!state.info || !same(row, state.shown) || state.info.at !== at) return;
+  const more = found.alternate_titles.length - ALTERNATES_SHOWN;
+  $("reference-title").textContent = `${at + 1}: ${found.code} ${found.title}`;
+  $("reference-groups").textContent =
+    found.hierarchy.map((g) => `${g.code} ${g.title}`).join(" › ");
+  $("reference-description").textContent = found.description || "";
+  $("reference-alternates").textContent =
+    found.alternate_titles.slice(0, ALTERNATES_SHOWN).join(" · ") +
+    (more > 0 ? ` … (${more} more)` : "") || "—";
+  $("reference-related").textContent =
+    found.related.map((o) => `${o.code} ${o.title}`).join(" · ") || "—";
+  $("reference").hidden = false;
 }
 
 function describe(decision) {
@@ -204,6 +270,7 @@ async function decide(row, choice) {
         code: saved.code, level: saved.level, comment, decided_by: "reviewer", reviewer };
     }
     state.pinned = null;
+    if (row.audit) loadAudit().catch((err) => say(err.message, true));
     for (const r of saved.resolved) {
       const other = state.rows.find((x) => x.row === r.row);
       other.decision = { code: r.code, level: "onet", decided_by: "correction", reviewer };
@@ -273,6 +340,33 @@ async function refresh() {
   for (const r of state.rows) r.decision = decisions[r.row] || null;
   if (session) Object.assign(state, { skipped: session.skipped, history: session.history });
   render();
+  await loadAudit();
+}
+
+// The audit sample's state: rows checked and the reviewer–model agreement on them.
+async function loadAudit() {
+  if (state.file === null) return;
+  const file = state.file;
+  const report = await api("GET", `/v1/files/${file}/audit`);
+  if (file !== state.file) return;
+  $("audit-summary").textContent = report.seed === null ? "none drawn" :
+    `${report.checked} of ${report.size} checked · agreement ${report.agreed}/` +
+    `${report.checked}` + (report.checked ? ` (${percent(report.agreement)})` : "") +
+    ` · seed ${report.seed}`;
+}
+
+async function drawAudit(event) {
+  event.preventDefault();
+  if (state.file === null || state.busy) return;
+  document.activeElement.blur();
+  try {
+    const sample = { size: Number($("audit-size").value), seed: Number($("audit-seed").value) };
+    const report = await api("PUT", `/v1/files/${state.file}/audit`, sample);
+    await openFile(state.file);
+    say(`Audit sample drawn: ${report.size} rows the model accepted.`);
+  } catch (err) {
+    say(err.message, true);
+  }
 }
 
 function showHits() {
@@ -343,10 +437,12 @@ function onKey(event) {
   if (n >= 1 && n <= 5 && current) {
     const c = candidates(current)[n - 1];
     if (c) decide(current, { code: c.code });
-  } else if (event.key === "c" && current && current.prediction.coded_code) {
-    decide(current, { code: current.prediction.coded_code });
+  } else if (event.key === "c" && current && modelCode(current)) {
+    decide(current, { code: modelCode(current) });
   } else if (OUTCOME_KEYS[event.key] && current) {
     decide(current, { outcome: OUTCOME_KEYS[event.key] });
+  } else if (event.key === "i" && current) {
+    reference().catch((err) => say(err.message, true));
   } else if (event.key === "/") {
     event.preventDefault();
     $("search").focus();
@@ -377,6 +473,7 @@ async function loadFiles() {
 async function openFile(id) {
   Object.assign(state, { file: id, rows: [], skipped: [], history: [], pinned: null,
                         shown: null, built: null });
+  $("audit-summary").textContent = "none drawn";
   $("files").value = id === null ? "" : String(id);
   if (id !== null) {
     history.replaceState(null, "", `#file=${id}`);
@@ -388,18 +485,45 @@ async function openFile(id) {
   render();
 }
 
-async function upload(file) {
+// Open a file (CSV, JSONL, Parquet, .xlsx); `columns`: its title_column and
+// description_column, which the reviewer picks when the file has no `title` column.
+async function upload(file, columns = {}) {
   say(`opening ${file.name} (a raw file is predicted first)…`);
+  $("pick-columns").hidden = true;
   try {
-    const opened = await api("POST", `/v1/files?name=${encodeURIComponent(file.name)}`, file);
+    const query = new URLSearchParams({ name: file.name, ...columns });
+    const opened = await api("POST", `/v1/files?${query}`, file);
     await loadFiles();
     await openFile(opened.id);
     say(`Opened ${opened.name}.`);
   } catch (err) {
     say(err.message, true);
+    if (err.data && err.data.columns) pickColumns(file, err.data.columns);
   }
   $("upload").value = "";
-  $("upload").blur();  // the keys work at once
+  document.activeElement.blur();  // the keys work at once
+}
+
+// The column pickers for a file without a `title` column, each column's likeliest first.
+function pickColumns(file, columns) {
+  const guess = (pattern) => columns.find((c) => pattern.test(c));
+  const fill = (select, chosen, none) => {
+    select.replaceChildren(...(none ? [el("option", "(none)")] : []),
+                           ...columns.map((c) => el("option", c)));
+    if (none) select.firstChild.value = "";
+    select.value = chosen ?? "";
+  };
+  fill($("title-column"), guess(/title|job|occupation|position|role/i) ?? columns[0], false);
+  fill($("description-column"), guess(/desc|duties|task/i), true);
+  $("pick-file").textContent = file.name;
+  $("pick-columns").hidden = false;
+  $("pick-columns").onsubmit = (event) => {
+    event.preventDefault();
+    const chosen = { title_column: $("title-column").value };
+    if ($("description-column").value) chosen.description_column = $("description-column").value;
+    upload(file, chosen);
+  };
+  $("title-column").focus();
 }
 
 async function start() {
@@ -412,13 +536,20 @@ async function start() {
     $("files").blur();
     openFile($("files").value === "" ? null : Number($("files").value));
   });
-  for (const id of ["view", "order"]) {
+  for (const id of ["view", "order", "level"]) {
     $(id).addEventListener("change", () => {
       $(id).blur();
       state.pinned = null;
       render();
     });
   }
+  $("below").addEventListener("input", () => {
+    state.pinned = null;
+    render();
+  });
+  $("below").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === "Escape") $("below").blur();
+  });
   $("jump").addEventListener("keydown", (event) => {
     if (event.key !== "Enter") return;
     const row = Number($("jump").value) - 1;
@@ -428,13 +559,14 @@ async function start() {
     pin(row);
   });
   $("decisions-box").addEventListener("toggle", renderDecisions);
+  $("audit-form").addEventListener("submit", drawAudit);
   window.addEventListener("focus", () => refresh().catch(() => {}));
   setInterval(() => refresh().catch(() => {}), POLL_MS);
   $("upload").addEventListener("change", () => $("upload").files[0] && upload($("upload").files[0]));
   $("skip").addEventListener("click", skip);
   $("undo").addEventListener("click", undo);
   $("confirm").addEventListener("click", () =>
-    decide(state.shown, { code: state.shown.prediction.coded_code }));
+    decide(state.shown, { code: modelCode(state.shown) }));
   for (const [key, outcome] of Object.entries(OUTCOME_KEYS)) {
     $(`outcome-${key === "?" ? "q" : key}`).addEventListener("click",
       () => decide(state.shown, { outcome }));
