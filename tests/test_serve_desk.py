@@ -79,8 +79,8 @@ def test_a_workbook_is_opened_with_the_title_column_the_reviewer_picks(client, t
     assert opened.status_code == 200, opened.text
     file = opened.json()["id"]
     rows = client.get(f"/v1/files/{file}/rows").json()["rows"]
-    assert [(r["title"], r["description"]) for r in rows] == [("Wireman", "wiring"),
-                                                             ("Pipe fitter", None)]
+    assert sorted((r["row"], r["title"], r["description"]) for r in rows) == [
+        (0, "Wireman", "wiring"), (1, "Pipe fitter", None)]
     client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2111.00",
                                                           "reviewer": "ann"})
     export = client.get(f"/v1/files/{file}/export")

@@ -275,13 +275,14 @@ def pick_columns(name: str, columns: list[str], title: str | None,
                  description: str | None) -> tuple[str, str]:
     """The title and description columns of the table `name`: those asked for, else `title`
     and `description` (a table without a `title` column: `ChooseColumn`)."""
-    named = ", ".join(map(repr, columns))
+    listed = ", ".join(map(repr, columns)) or "none"
     for asked in (title, description):
         if asked is not None and asked not in columns:
-            raise OcclassError(f"{name}: no column {asked!r}; its columns: {named}")
+            raise OcclassError(f"{name}: no column {asked!r}; its columns: {listed}")
     if title is None and "title" not in columns:
-        raise ChooseColumn(f"{name}: no 'title' column; choose the column of job titles "
-                           f"(title_column=) among {named}", columns)
+        message = (f"{name}: no 'title' column; choose the column of job titles "
+                   f"(title_column=) among {listed}")
+        raise ChooseColumn(message, columns) if columns else OcclassError(message)
     return title or "title", description or "description"
 
 

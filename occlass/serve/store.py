@@ -11,7 +11,8 @@ re-learns or undoes them (a row a reviewer decided directly stays). Exports read
 again, refused unless it is the one reviewed (same checksum, every row's title the stored one),
 and merge the decisions: `final_code`, `final_title`, `final_level` (the code's level, or the
 outcome), `decided_by` ("model", "reviewer" or "correction": learnt from a reviewer's decision
-on a near-equal title), `reviewer` and `review_comment`.
+on a near-equal title), `reviewer` and `review_comment`. A file's audit sample (rows the
+model accepted, drawn at random to be checked) is kept too; its verdicts go in `audit`.
 """
 
 from __future__ import annotations

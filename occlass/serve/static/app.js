@@ -523,7 +523,6 @@ function pickColumns(file, columns) {
     if ($("description-column").value) chosen.description_column = $("description-column").value;
     upload(file, chosen);
   };
-  $("title-column").focus();
 }
 
 async function start() {
