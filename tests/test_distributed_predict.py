@@ -60,7 +60,6 @@ def test_a_failing_rank_fails_the_run_and_leaves_nothing(run_dir, tiny_onet, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
 
 
-@pytest.mark.xfail(reason="known failure after the 2026-12-05 merges (issues 26-32), not yet diagnosed: see the closing note", strict=False)
 def test_jsonl_records_keep_their_own_keys_under_ddp(run_dir, tiny_onet, tmp_path):
     lines = ['{"title": "Nurse", "id": 1}', '{"id": 2, "title": "Plumber", "site": "A"}',
              '{"title": "Driver", "pay": null}', '{"title": "Cook", "id": [4]}']

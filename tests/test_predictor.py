@@ -1,5 +1,6 @@
 """Predictor: loading a run, keeping its category cache fresh, ranking like a brute-force search."""
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from occlass import runs
+from occlass.data.tabular_io import AtomicTableWriter
 from occlass.data.taxonomy import Taxonomy
 from occlass.data.tokenizer import load_tokenizer
 from occlass.errors import OcclassError
@@ -17,7 +19,7 @@ from occlass.model.category_cache import CategoryCache
 from occlass.model.encoder import Encoder
 from occlass.model.memory import ExemplarMemory
 from occlass.predict.loader import load_run, load_zero_shot
-from occlass.predict.predictor import MAX_DESCRIPTION_LENGTH, Predictor
+from occlass.predict.predictor import MAX_DESCRIPTION_LENGTH, Predictions, Predictor
 
 TITLES = ["Registered Nurse", "senior python developer", "Plumber", "CEO", "plumber"]
 DESCRIPTIONS = ["Cares for patients on a ward.", None, "", "Leads the company.", "fixes pipes"]
@@ -251,3 +253,17 @@ def test_zero_shot_packaged_model_ranks_obvious_titles(packaged_minilm, tiny_one
     result = predictor.predict(["registered nurse", "python developer", "electrician"], top_k=3)
     assert [codes[0] for codes in result.codes] == ["29-1141.00", "15-1252.00", "47-2111.00"]
     assert (np.diff(result.scores, axis=1) <= 0).all()
+
+
+def test_a_row_without_a_prediction_holds_nulls_in_jsonl(tmp_path):
+    """A prediction column a row has no value in is a JSON null, not an absent key (which is a
+    key the input record lacked): under pandas 3 the text columns were inferred as `str`, whose
+    missing value is NaN, and the key was dropped."""
+    codes = np.array([[None], ["11-1011.00"]], dtype=object)
+    predictions = Predictions(codes, codes.copy(), np.array([[np.nan], [0.9]]),
+                              np.array(["empty title", "ok"], dtype=object))
+    with AtomicTableWriter(tmp_path / "out.jsonl") as writer:
+        writer.write(predictions.to_frame())
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert records[0] == {"pred_code_1": None, "pred_title_1": None, "pred_score_1": None,
+                          "status": "empty title"}

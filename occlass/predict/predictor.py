@@ -118,7 +118,10 @@ class Predictions:
         columns["status"] = self.status
         if self.run_id is not None:
             columns["run_id"] = np.full(len(self.status), self.run_id, dtype=object)
-        return pd.DataFrame(columns, index=index)
+        # Each array's own dtype: pandas 3 infers `str` for text, whose missing value is NaN,
+        # and a JSONL record would then lack the key (`tabular_io._absent`), not hold a null.
+        return pd.DataFrame({name: pd.Series(values, index=index, dtype=values.dtype)
+                             for name, values in columns.items()}, index=index)
 
 
 def prediction_columns(top_k: int) -> list[str]:
