@@ -86,7 +86,7 @@ function queue() {
     if (!titles.has(k)) titles.set(k, []);
     titles.get(k).push(r);
   }
-  const entries = [...titles.values()];
+  const entries = [...titles.values()].sort((a, b) => a[0].row - b[0].row);  // file order
   if ($("order").value === "frequency") entries.sort((a, b) => b.length - a.length);
   const skipped = (e) => state.skipped.indexOf(e[0].row);
   return entries.filter((e) => skipped(e) < 0)
