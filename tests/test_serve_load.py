@@ -30,6 +30,16 @@ def parts(run_dir, tiny_onet):
                                                             "zero_shot_cache=null"]))
 
 
+def same(answers: list[list[dict]], others: list[list[dict]]) -> bool:
+    """Equal answers, numbers to 1.5e-4 (a title's scores move in the last float digits with the
+    padding of the pass it shares; confidences are rounded to 4 decimals)."""
+    return [[row.keys() for row in a] for a in answers] == [[row.keys() for row in a]
+                                                             for a in others] and all(
+        value == pytest.approx(other, abs=1.5e-4) if isinstance(value, float) else value == other
+        for a, b in zip(answers, others) for row, twin in zip(a, b)
+        for value, other in zip(row.values(), twin.values()))
+
+
 def test_concurrent_requests_share_passes_and_get_what_each_would_alone(parts):
     """Single titles (some described, blank or a marker) and a request of several rows, with
     different top_k, sent at once: each answer equals the same request sent alone."""
@@ -53,7 +63,7 @@ def test_concurrent_requests_share_passes_and_get_what_each_would_alone(parts):
 
     alone, alone_sizes = asyncio.run(answers(False))
     shared, sizes = asyncio.run(answers(True))
-    assert shared == alone
+    assert same(shared, alone)
     assert len(sizes) < len(requests) and max(sizes) <= 32 + 2  # shared passes, capped
     assert alone_sizes == [len(r) for r in requests]
     for answer, request, k in zip(alone, requests, top_k):

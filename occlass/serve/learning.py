@@ -93,30 +93,35 @@ class Learner:
         for title, code in corrections:
             if title := _strip(title):
                 latest[_key(title)] = title, code
-        titles = [_strip(title) for _, title in pending]
-        usable = [t != "" and t not in MISSING_MARKERS for t in titles]  # as Predictor
         known = self._file(file)
-        self._warm(known, [t for t, _ in latest.values()]
-                   + [t for t, ok in zip(titles, usable) if ok])  # normally known already
+        self._warm(known, [t for t, _ in latest.values()])  # normally known already
         with self._lock:
-            at, embeddings = dict(known.at), known.embeddings
+            at, embeddings = known.at, known.embeddings
         new = [at[t] for t, _ in latest.values() if t not in known.corrections]
         near = set()
         if new:
             similar = (embeddings @ embeddings[new].T).amax(1) >= self.threshold - MARGIN
             near = set(np.flatnonzero(similar.numpy()).tolist())
-        check = [i for i, ((row, _), title, ok) in enumerate(zip(pending, titles, usable))
-                 if ok and latest and (row not in known.clear or at[title] in near)]
+        check = []  # (row, title) to look up; a title not known is a row not seen before
+        for row, title in pending if latest else ():
+            title = _strip(title)
+            if title and title not in MISSING_MARKERS and (  # else no prediction, as Predictor
+                    row not in known.clear or at.get(title) in near):
+                check.append((row, title))
+        self._warm(known, [t for _, t in check])
+        with self._lock:
+            at, embeddings = dict(known.at), known.embeddings
         learnt = {}
         if check:
             memory = ExemplarMemory(embeddings[[at[t] for t, _ in latest.values()]],
                                     torch.tensor([self.index[c] for _, c in latest.values()]),
                                     [t for t, _ in latest.values()], len(self.index), {})
-            best = memory.best(embeddings[[at[titles[i]] for i in check]])
+            best = memory.best(embeddings[[at[t] for _, t in check]])
             value, code = torch.where(best >= self.threshold, best, -torch.inf).max(1)
-            for i, decided, c in zip(check, (value >= self.threshold).tolist(), code.tolist()):
+            for (row, _), decided, c in zip(check, (value >= self.threshold).tolist(),
+                                            code.tolist()):
                 if decided:
-                    learnt[pending[i][0]] = self.predictor.codes[c]
+                    learnt[row] = self.predictor.codes[c]
         known.clear = {row for row, _ in pending if row not in learnt}
         known.corrections = {t for t, _ in latest.values()}
         return list(learnt.items())
