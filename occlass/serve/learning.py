@@ -102,11 +102,14 @@ class Learner:
         if new:
             similar = (embeddings @ embeddings[new].T).amax(1) >= self.threshold - MARGIN
             near = set(np.flatnonzero(similar.numpy()).tolist())
+        clear = known.clear
         check = []  # (row, title) to look up; a title not known is a row not seen before
         for row, title in pending if latest else ():
+            if row in clear and not near:
+                continue
             title = _strip(title)
             if title and title not in MISSING_MARKERS and (  # else no prediction, as Predictor
-                    row not in known.clear or at.get(title) in near):
+                    row not in clear or at.get(title) in near):
                 check.append((row, title))
         self._warm(known, [t for _, t in check])
         with self._lock:
