@@ -324,7 +324,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     predictor = Predictor(parts, **options, memo_bytes=int(cfg.memo_mb * 2**20),
                           memo_depth=MAX_TOP_K)  # a title's ranking serves every top_k
     executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
-    learner = Learner(predictor, executor, cfg.learn_threshold, cfg.max_batch)
+    learner = Learner(predictor, executor, cfg.learn_threshold, store.titles, cfg.max_batch)
     batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000,
                            on_failure=lambda error: app.state.stop())
     identity = run_identity(cfg, parts)
@@ -346,7 +346,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k,
                          chunk_rows=cfg.max_batch, progress=False)
         file = store.add_file(name, coded, shown, checksum(path))
-        learner.warm(file, store.titles(file))  # a decision then encodes only its own title
+        learner.warm(file)  # its titles: a decision then encodes none, or only its own
         return {"id": file, "name": name}
 
     if cfg.input:  # opened unless a table of the same content is (a bad input: one line)
@@ -515,8 +515,6 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         if level is None:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
                                      f"{parts.taxonomy.version} code or a SOC 2018 group of one")
-        if not learner.knows(file):  # e.g. opened before the server started
-            titles += await run_in_threadpool(store.titles, file)
         await run_in_threadpool(learner.warm, file, titles)
         before, resolved = await run_in_threadpool(
             store.decide, file, row, decision.code, level, decision.reviewer, decision.comment,
@@ -543,7 +541,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                 raise HTTPException(409, f"row {row} was decided by {owner}: only they can undo "
                                          "it (decide it again to replace it)")
             await run_in_threadpool(store.skip, file, row, reviewer, False)
-        undone = await run_in_threadpool(store.undo, file, row)
+        undone = await run_in_threadpool(store.undo, file, row,
+                                         functools.partial(learner.undone, file))
         await run_in_threadpool(store.write_corrections, file)
         return {"undone": undone}
 
