@@ -391,6 +391,17 @@ class Predictor:
             values = torch.where(torch.tensor(use, device=values.device), fixed_values, values)
         return [f"{t} ({v:.2f})" if t else "" for t, v in zip(titles, values.tolist())]
 
+    @torch.inference_mode()
+    def embed(self, titles: Sequence[str]) -> torch.Tensor:
+        """(N, dim) float32 embeddings of titles (stripped) as prediction encodes them, each
+        distinct title once."""
+        rows, ids = self._ids(list(_text(titles)), self.max_input_length)
+        encoded = [None] * len(ids)
+        for batch in self._batches(sorted(range(len(ids)), key=lambda i: len(ids[i])), ids):
+            for i, embedding in zip(batch, self._encode([ids[i] for i in batch]).float()):
+                encoded[i] = embedding
+        return torch.stack(encoded)[torch.as_tensor(rows)] if ids else self.embeddings[:0].float()
+
     def _rank_titles(self, titles: np.ndarray, _, k: int) -> Ranked:
         rows, ids = self._ids(titles, self.max_input_length)
         return self._rank(ids, k).take(rows)

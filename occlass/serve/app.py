@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import json
 import logging
@@ -14,7 +15,6 @@ import os
 import re
 import secrets
 import sqlite3
-import tempfile
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,9 +40,10 @@ from occlass.data.tabular_io import SUPPORTED, count_rows, neutralise_formulas, 
 from occlass.data.taxonomy import CODE_COLUMN, read_onet_table
 from occlass.errors import OcclassError
 from occlass.predict.job import check_options, is_number, named, predict_file
-from occlass.predict.loader import RunParts, load_configured, load_corrections, predictor_options
+from occlass.predict.loader import RunParts, load_configured, predictor_options
 from occlass.predict.predictor import Predictor
-from occlass.serve.batcher import MicroBatcher, Stopped, run_on
+from occlass.serve.batcher import MicroBatcher, Stopped
+from occlass.serve.learning import Learner
 from occlass.serve.search import CODE, TitleIndex
 from occlass.serve.store import OUTCOMES, ChangedFile, ReviewStore, checksum, is_coded, safe_name
 
@@ -394,8 +395,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     options = predictor_options(cfg)
     predictor = Predictor(parts, **options, memo_bytes=int(cfg.memo_mb * 2**20),
                           memo_depth=MAX_TOP_K)  # a title's ranking serves every top_k
-    learner = Predictor(parts, **options, correction_threshold=cfg.learn_threshold)
     executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
+    learner = Learner(predictor, executor, cfg.learn_threshold, store.titles, cfg.max_batch)
     batcher = MicroBatcher(predictor, executor, cfg.max_batch, cfg.max_wait_ms / 1000,
                            on_failure=lambda error: app.state.stop())
     identity = run_identity(cfg, parts)
@@ -420,8 +421,9 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             coded = own.with_name(f"{own.stem}.coded{own.suffix}")
             predict_file(TakingTurns(predictor, executor), path, coded, cfg.top_k, title,
                          description, chunk_rows=cfg.max_batch, progress=False)
-        return {"id": store.add_file(name, coded, shown, checksum(path), title, description),
-                "name": name}
+        file = store.add_file(name, coded, shown, checksum(path), title, description)
+        learner.warm(file)  # its titles: a decision then encodes none, or only its own
+        return {"id": file, "name": name}
 
     if cfg.input:  # opened unless a table of the same content is (a bad input: one line)
         source = Path(cfg.input)
@@ -503,10 +505,11 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
     @app.post("/v1/predict")
     async def predict(body: PredictRequest):
-        """predict.py's columns for each row (title, description, pred_code_1..k, ...)."""
-        result = await batcher.predict(body.frame(), body.top_k or cfg.top_k)
-        rows = json.loads(result.to_json(orient="records"))
-        return {**identity, "rows": rows}
+        """predict.py's columns for each row (title, description, pred_code_1..k, ...). Many
+        rows in one request are the fast path; concurrent requests share forward passes."""
+        rows = await batcher.predict(body.frame(), body.top_k or cfg.top_k)
+        return Response(f'{json.dumps(identity)[:-1]}, "rows": [{", ".join(rows)}]}}',
+                        media_type="application/json")
 
     @app.get("/v1/occupations")
     async def search(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=100)):
@@ -519,7 +522,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
             with contextlib.suppress(TimeoutError):  # a busy model thread: no tie-break
                 ranked = await asyncio.wait_for(batcher.predict(query, ranked_codes),
                                                 SEARCH_RANK_WAIT)
-                codes = ranked.filter(regex=r"^pred_code_\d+$").iloc[0].dropna()
+                codes = [code for column, code in json.loads(ranked[0]).items()
+                         if re.fullmatch(r"pred_code_\d+", column) and code is not None]
                 tie_break = {code: i for i, code in enumerate(codes)}
         return {"occupations": await run_in_threadpool(occupations.search, q, limit, tie_break)}
 
@@ -588,37 +592,27 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         known_file(file)
         return {"rows": await run_in_threadpool(store.rows, file), **identity}
 
-    def learn(corrections: pd.DataFrame, pending: pd.DataFrame) -> pd.DataFrame:
-        """The rows of `pending` that the `corrections` (title, code) now decide."""
-        corrections = corrections[corrections["title"].fillna("").str.strip() != ""]
-        if pending.empty or corrections.empty:  # e.g. a decision on an empty title
-            return pending.iloc[:0].assign(code=[])
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "corrections.csv"
-            corrections.to_csv(path, index=False)
-            try:
-                learner.set_corrections(load_corrections(parts, path))
-            except OcclassError as err:
-                raise OcclassError(str(err).replace(str(path), "the corrections")) from None
-        result = learner.predict(pending["title"], top_k=1)
-        decided = result.scores[:, 0] > 1  # a correction scores 1 + its similarity
-        return pending[decided].assign(code=result.codes[decided, 0])
-
     @app.put("/v1/files/{file}/rows/{row}/decision")
     async def decide(file: Id, row: Id, decision: Decision):
         """Save a reviewer's decision (a code at its level, or an outcome) and apply the
         reviewers' O*NET-SOC decisions to the near-equal undecided rows: one transaction (saved
-        and answered 200, or not saved and an error)."""
+        and answered 200, or not saved and an error). Off the model thread, which encodes
+        only titles not seen before (`occlass.serve.learning`)."""
         known_file(file)
+        titles = []
         for r in (row, *decision.also):
-            if store.row(file, r) is None:
+            found = store.row(file, r)
+            if found is None:
                 raise HTTPException(404, f"file {file} has no row {r}")
+            titles.append(found["title"])
         level = decision.outcome or occupations.levels.get(decision.code)
         if level is None:
             raise HTTPException(422, f"code: {decision.code!r} is not an O*NET "
                                      f"{parts.taxonomy.version} code or a SOC 2018 group of one")
-        before, resolved = await run_on(executor, store.decide, file, row, decision.code, level,
-                                        decision.reviewer, decision.comment, decision.also, learn)
+        await run_in_threadpool(learner.warm, file, titles)
+        before, resolved = await run_in_threadpool(
+            store.decide, file, row, decision.code, level, decision.reviewer, decision.comment,
+            decision.also, functools.partial(learner.learn, file))
         try:
             await run_in_threadpool(store.write_corrections, file)
         except (OSError, OcclassError) as err:  # saved: the file beside is rewritten next time
@@ -626,8 +620,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         return {"row": row, "code": decision.code, "level": level,
                 "title": occupations.titles.get(decision.code), "replaced": before,
                 "also": decision.also,
-                "resolved": [{"row": int(r), "code": c} for r, c in zip(resolved["row"],
-                                                                        resolved["code"])]}
+                "resolved": [{"row": r, "code": c} for r, c in resolved]}
 
     @app.delete("/v1/files/{file}/rows/{row}/decision")
     async def undo(file: Id, row: Id, reviewer: str | None = Query(None, max_length=100)):
@@ -642,7 +635,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
                 raise HTTPException(409, f"row {row} was decided by {owner}: only they can undo "
                                          "it (decide it again to replace it)")
             await run_in_threadpool(store.skip, file, row, reviewer, False)
-        undone = await run_in_threadpool(store.undo, file, row)
+        undone = await run_in_threadpool(store.undo, file, row,
+                                         functools.partial(learner.undone, file))
         await run_in_threadpool(store.write_corrections, file)
         return {"undone": undone}
 

@@ -1,9 +1,11 @@
 """Micro-batching: the rows of concurrent requests are gathered into one forward pass.
 
-One task on the event loop takes the first waiting request, waits at most `max_wait` seconds
-for more (up to `max_batch` rows), and runs the batch on the model thread: the loop never waits
-on the model, and each caller gets its own rows back. Should that task ever fail, every waiting
-and later caller gets its error and `on_failure` is called (the server stops): none waits forever.
+One task on the event loop takes the requests waiting (up to `max_batch` rows); when only one
+was waiting (the model was idle), it waits at most `max_wait` seconds for others. It runs the
+batch on the model thread, which also writes each row's JSON: the loop never waits on the
+model, and does no per-row work but joining each caller's rows. Should that task ever fail,
+every waiting and later caller gets its error and `on_failure` is called (the server stops):
+none waits forever.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class _Request:
 
 class MicroBatcher:
     """`await batcher.predict(frame, top_k)`: `Predictor.predict_frame`'s result for `frame`,
-    computed in one pass with the requests that arrived within `max_wait` seconds of the
-    first (at most `max_batch` rows, more only when a single request is bigger)."""
+    each row a JSON object (text), computed in one pass with the requests waiting (at most
+    `max_batch` rows, more only when a single request is bigger)."""
 
     def __init__(self, predictor: Predictor, executor: Executor, max_batch: int = 256,
                  max_wait: float = 0.005,
@@ -66,7 +68,7 @@ class MicroBatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def predict(self, frame: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    async def predict(self, frame: pd.DataFrame, top_k: int) -> list[str]:
         if self.error is not None:
             raise self.error
         future = asyncio.get_running_loop().create_future()
@@ -80,13 +82,17 @@ class MicroBatcher:
         while True:
             batch = [await self._queue.get()]
             rows = len(batch[0].frame)
+            alone = not self._queue.qsize()  # else the model was busy: run what waited
             deadline = loop.time() + self.max_wait
             while rows < self.max_batch:
                 try:
                     request = (self._queue.get_nowait() if self._queue.qsize()
                                else await asyncio.wait_for(self._queue.get(),
-                                                           deadline - loop.time()))
+                                                           deadline - loop.time())
+                               if alone else None)
                 except asyncio.TimeoutError:
+                    break
+                if request is None:
                     break
                 batch.append(request)
                 rows += len(request.frame)
@@ -101,7 +107,7 @@ class MicroBatcher:
                 continue
             frame = pd.concat([r.frame for r in group], ignore_index=True)
             try:
-                result = await run_on(self.executor, self.predictor.predict_frame, frame, top_k)
+                result = await run_on(self.executor, self._json_rows, frame, top_k)
             except Exception as err:  # noqa: BLE001 (each caller gets the error)
                 for request in group:
                     if not request.future.done():
@@ -109,10 +115,17 @@ class MicroBatcher:
                 continue
             start = 0
             for request in group:
-                rows = result.iloc[start:start + len(request.frame)].reset_index(drop=True)
+                rows = result[start:start + len(request.frame)]
                 start += len(request.frame)
                 if not request.future.done():  # the caller may have gone
                     request.future.set_result(rows)
+
+
+    def _json_rows(self, frame: pd.DataFrame, top_k: int) -> list[str]:
+        """Each row of `predict_frame`'s result as a JSON object (missing values null)."""
+        result = self.predictor.predict_frame(frame, top_k)
+        return [line for line in result.to_json(orient="records", lines=True).split("\n")
+                if line]  # newlines within values are escaped
 
 
 async def run_on(executor: Executor, function: Callable, *args):

@@ -58,6 +58,13 @@ ADDED = {"decisions": {"level": "TEXT NOT NULL DEFAULT 'onet'", "comment": "TEXT
 # Residual outcomes: a decision that the row has no code (`final_level` holds it, no final_code).
 OUTCOMES = ("uncodable", "insufficient_information", "not_in_labour_force")
 CHUNK_ROWS = 10_000
+# A file's corrections (title, code), in file order; its rows still to review (row, title).
+CORRECTIONS = ("SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
+               "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
+               "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row")
+PENDING = ("SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
+           "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL {} "
+           "ORDER BY r.row")
 
 
 class ChangedFile(OcclassError):
@@ -198,57 +205,66 @@ class ReviewStore:
                                (file, row)).fetchone()
         return dict(found) if found else None
 
+    def titles(self, file: int) -> list[tuple[int, str | None]]:
+        """The file's rows to review (row, title)."""
+        with self._connect() as db:
+            return db.execute("SELECT row, title FROM rows WHERE file = ? AND review = 1",
+                              (file,)).fetchall()
+
     def decide(self, file: int, row: int, code: str | None, level: str, reviewer: str,
                comment: str | None = None, also: Sequence[int] = (),
-               learn: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame] | None = None
-               ) -> tuple[dict | None, pd.DataFrame]:
+               learn: Callable[[list[tuple], Callable, list[int]], list[tuple[int, str]]]
+               | None = None
+               ) -> tuple[dict | None, list[tuple[int, str]]]:
         """Save a reviewer's decision, `code` at `level` (no code for an outcome of
         `OUTCOMES`), on `row` and on the rows `also` (of the same title, undone with it),
         replacing any earlier one and the rows learnt from it; then, given
-        `learn(corrections, pending)` (the file's corrections and its still-undecided rows to
-        review (row, title)), decide the rows it returns (row, code) as learnt from this one. One
-        transaction, begun at once: all of it is saved or nothing, and two decisions on one row
+        `learn(corrections, pending, returned)` (the file's corrections (title, code);
+        `pending(rows)`: those of `rows` (None: all) still undecided and to review (row, title);
+        the rows back to review, learnt from the decision replaced), decide the rows it
+        returns (row, code) as learnt from this one. One transaction, begun at once: all of it is saved or nothing, and two decisions on one row
         are one after the other. Returns the decision replaced and the rows learnt."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             before = db.execute("SELECT code, level, decided_by, reviewer, at FROM decisions "
                                 "WHERE file = ? AND row = ?", (file, row)).fetchone()
-            db.execute("DELETE FROM decisions WHERE file = ? AND via = ? AND "
-                       "decided_by = 'correction'", (file, row))
+            returned = [r[0] for r in db.execute(
+                "DELETE FROM decisions WHERE file = ? AND via = ? AND decided_by = 'correction' "
+                "RETURNING row", (file, row))]
             now = _now()
             db.executemany(
                 "INSERT OR REPLACE INTO decisions (file, row, code, decided_by, reviewer, via, at, "
                 "level, comment) VALUES (?, ?, ?, 'reviewer', ?, ?, ?, ?, ?)",
                 [(file, r, code or "", reviewer, None if r == row else row, now, level, comment)
                  for r in dict.fromkeys((row, *also))])
-            learnt = pd.DataFrame({"row": [], "code": []})
+            learnt = []
             if learn is not None:
-                learnt = learn(self._corrections(db, file), self._pending(db, file))
+                def pending(rows: list[int] | None) -> list[tuple[int, str | None]]:
+                    if rows is None:
+                        return db.execute(PENDING.format(""), (file,)).fetchall()
+                    return db.execute(PENDING.format("AND r.row IN (SELECT value FROM "
+                                                     "json_each(?))"),
+                                      (file, json.dumps(rows))).fetchall()
+
+                learnt = learn(db.execute(CORRECTIONS, (file,)).fetchall(), pending, returned)
                 db.executemany(
                     "INSERT OR IGNORE INTO decisions (file, row, code, decided_by, reviewer, via, "
                     "at) VALUES (?, ?, ?, 'correction', ?, ?, ?)",
-                    [(file, int(r), c, reviewer, row, now)
-                     for r, c in zip(learnt["row"], learnt["code"])])
+                    [(file, r, c, reviewer, row, now) for r, c in learnt])
         return (dict(before, code=before["code"] or None) if before else None), learnt
 
-    @staticmethod
-    def _pending(db: sqlite3.Connection, file: int) -> pd.DataFrame:
-        """The rows still to review (row, title)."""
-        return pd.read_sql_query(
-            "SELECT r.row, r.title FROM rows r LEFT JOIN decisions d ON d.file = r.file "
-            "AND d.row = r.row WHERE r.file = ? AND r.review = 1 AND d.code IS NULL "
-            "ORDER BY r.row", db, params=(file,))
-
-    def undo(self, file: int, row: int) -> list[int]:
-        """Remove the decision on `row` and those made or learnt with it; returns the rows
-        undone."""
+    def undo(self, file: int, row: int, undone: Callable[[], None] | None = None) -> list[int]:
+        """Remove the decision on `row` and those made or learnt with it (then, before the
+        transaction ends, call `undone`); returns the rows undone."""
         with self._connect() as db:
-            undone = [r[0] for r in db.execute(
+            rows = [r[0] for r in db.execute(
                 "SELECT row FROM decisions WHERE file = ? AND (row = ? OR via = ?) ORDER BY row",
                 (file, row, row))]
             db.execute("DELETE FROM decisions WHERE file = ? AND (row = ? OR via = ?)",
                        (file, row, row))
-        return undone
+            if undone is not None:
+                undone()
+        return rows
 
     def decider(self, file: int, row: int) -> str | None:
         """Who made the reviewer's decision on `row` (None: no such decision)."""
@@ -308,18 +324,11 @@ class ReviewStore:
              "decision": ({"code": r["code"] or None, "level": r["level"]}
                           if r["decided_by"] == "reviewer" else None)} for r in found]
 
-    @staticmethod
-    def _corrections(db: sqlite3.Connection, file: int) -> pd.DataFrame:
-        return pd.read_sql_query(
-            "SELECT r.title, d.code FROM decisions d JOIN rows r ON r.file = d.file "
-            "AND r.row = d.row WHERE d.file = ? AND d.decided_by = 'reviewer' "
-            "AND d.level = 'onet' AND d.via IS NULL ORDER BY d.row", db, params=(file,))
-
     def corrections(self, file: int) -> pd.DataFrame:
         """The reviewers' decisions of an O*NET-SOC occupation as a corrections table (title,
         code), in file order: group codes and outcomes teach nothing."""
         with self._connect() as db:
-            return self._corrections(db, file)
+            return pd.read_sql_query(CORRECTIONS, db, params=(file,))
 
     def write_corrections(self, file: int) -> Path:
         """The corrections file (title,code CSV) beside the coded file, written atomically; one
