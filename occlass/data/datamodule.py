@@ -13,8 +13,9 @@ import datasets
 import lightning as L
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from occlass.data.categories import Categories
 from occlass.data.examples import (
@@ -39,8 +40,8 @@ class EpochSampler(RandomSampler):
     """Shuffles like Lightning's DDP `DistributedSampler` (permutation seeded by seed + epoch).
 
     One process thus sees the same global batches as DDP does (rank r takes perm[r::world]) and a
-    resumed run repeats the order of an uninterrupted one. Under DDP, Lightning replaces it (it is
-    a `RandomSampler`) by `DistributedSampler(shuffle=True, seed=PL_GLOBAL_SEED)`.
+    resumed run repeats the order of an uninterrupted one. Under DDP, the training loader takes
+    `DistributedSampler(shuffle=True, seed, drop_last=True)` instead.
     """
 
     def __init__(self, data_source, seed: int = 0):
@@ -220,8 +221,14 @@ class TitlePairDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]
+        seed = self.hparams.shuffle_seed
+        # Under DDP without Lightning's padding (a repeated title, to a multiple of the ranks):
+        # that gave one step more than one process takes where the titles left a last batch of
+        # world × batch_size - 1, which one process drops.
+        sampler = (DistributedSampler(train, shuffle=True, seed=seed, drop_last=True)
+                   if dist.is_available() and dist.is_initialized() else EpochSampler(train, seed))
         return DataLoader(train, batch_size=self.hparams.batch_size, drop_last=True,
-                          sampler=EpochSampler(train, self.hparams.shuffle_seed),
+                          sampler=sampler,
                           num_workers=self.hparams.num_workers,
                           collate_fn=PairCollator(
                               self.tokenizer, self.categories.token_ids,
