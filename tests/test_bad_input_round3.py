@@ -31,8 +31,8 @@ from occlass.data.soc import load_levels
 from occlass.data.taxonomy import Taxonomy
 from occlass.errors import DataError, OcclassError
 from occlass.predict.loader import load_run
-from occlass.serve import app as app_module
 from occlass.serve.app import create_app
+from occlass.serve.learning import Learner
 from occlass.serve.store import ReviewStore
 
 
@@ -308,20 +308,18 @@ def test_a_decision_on_an_empty_title_is_saved_and_answered_200(make_client, tmp
     assert decisions(client, file) == {3: ("47-2111.00", "reviewer")}
 
 
-def test_a_failed_decision_is_not_saved_and_names_no_server_path(make_client, tmp_path,
-                                                                  monkeypatch):
+def test_a_decision_whose_learning_step_fails_is_not_saved(make_client, tmp_path, monkeypatch):
     """Before: the decision was stored, then the learning step failed (500, or 400 with a
-    path)."""
+    path). The learning step runs inside the decision's transaction: its failure saves nothing."""
     client = make_client(*EVERY_ROW)
     file = opened(client, review_file(), tmp_path)
 
-    def broken(_, path, *args, **kwargs):
-        raise OcclassError(f"{path}: cannot be read")
+    def broken(*args, **kwargs):
+        raise OcclassError("the corrections cannot be encoded")
 
-    monkeypatch.setattr(app_module, "load_corrections", broken)
+    monkeypatch.setattr(Learner, "learn", broken)
     answer = client.put(f"/v1/files/{file}/rows/0/decision", json={"code": "47-2111.00"})
-    assert answer.status_code == 400 and "cannot be read" in answer.json()["error"]
-    assert "/" not in answer.json()["error"]
+    assert answer.status_code == 400 and "cannot be encoded" in answer.json()["error"]
     assert decisions(client, file) == {}
 
 
