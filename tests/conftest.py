@@ -39,3 +39,17 @@ def run_dir(tmp_path_factory, tiny_bert, tiny_onet) -> Path:
     out = tmp_path_factory.mktemp("run")
     train(compose_tiny_train(tiny_onet, tiny_bert, out, "trainer.fast_dev_run=true"))
     return out
+
+
+@pytest.fixture(scope="module")
+def served_parts(run_dir, tiny_onet):
+    """The run's parts as serve.py loads them (its config, no zero-shot cache)."""
+    from helpers.tiny import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from occlass.predict.loader import load_configured
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return load_configured(compose("serve", overrides=[f"run={run_dir}",
+                                                            f"data_dir={tiny_onet}",
+                                                            "zero_shot_cache=null"]))

@@ -10,34 +10,26 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-import pytest
 from helpers.tables import write_table
-from helpers.tiny import OCCUPATIONS, ROOT
-from hydra import compose, initialize_config_dir
+from helpers.tiny import OCCUPATIONS
+from test_serve import TITLES
 
 from occlass.model.memory import ExemplarMemory
-from occlass.predict.loader import load_configured, load_corrections
+from occlass.predict.loader import load_corrections
 from occlass.predict.predictor import Predictor
 from occlass.serve import learning
 from occlass.serve.learning import Learner
 from occlass.serve.store import ReviewStore
 
-TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
 CODES = [c for c, *_ in OCCUPATIONS]
 
 
-@pytest.fixture(scope="module")
-def parts(run_dir, tiny_onet):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return load_configured(compose("serve", overrides=[f"run={run_dir}",
-                                                            f"data_dir={tiny_onet}",
-                                                            "zero_shot_cache=null"]))
 
 
-def full_repredict(parts, threshold, folder):
+def full_repredict(served_parts, threshold, folder):
     """The rows `pending` that `corrections` decide, by predicting every one of them with the
     corrections read from a file (the desk's way before learning one decision at a time)."""
-    predictor = Predictor(parts, correction_threshold=threshold)
+    predictor = Predictor(served_parts, correction_threshold=threshold)
 
     def learn(corrections: list[tuple], pending: list[tuple]) -> list[tuple[int, str]]:
         corrections = pd.DataFrame(corrections, columns=["title", "code"])
@@ -45,7 +37,7 @@ def full_repredict(parts, threshold, folder):
         if not pending or corrections.empty:
             return []
         path = write_table(corrections, folder / "corrections.csv")
-        predictor.set_corrections(load_corrections(parts, path))
+        predictor.set_corrections(load_corrections(served_parts, path))
         result = predictor.predict([title for _, title in pending], top_k=1)
         decided = result.scores[:, 0] > 1  # a correction scores 1 + its similarity
         return [(row, code) for (row, _), code, d in zip(pending, result.codes[:, 0], decided)
@@ -62,13 +54,13 @@ def review_store(tmp_path, titles) -> tuple[ReviewStore, int]:
     return store, store.add_file("f.csv", coded, lambda c: c == "pred_code_1", "x")
 
 
-def test_each_decision_learns_what_a_full_repredict_learns(parts, tmp_path, monkeypatch):
+def test_each_decision_learns_what_a_full_repredict_learns(served_parts, tmp_path, monkeypatch):
     """Random decisions, re-decisions (another code, a group, an outcome) and undos on a file
     of near-equal and distinct titles, blanks and markers: every learn equals the full one."""
     rng = random.Random(0)
     variants = [v for t in TITLES[:24] for v in (t, t.lower(), f"{t} II", f"Sr {t}")]
     titles = [rng.choice(variants) for _ in range(150)] + ["", "  ", "NA", "n/a", None]
-    predictor = Predictor(parts)
+    predictor = Predictor(served_parts)
     embedded = predictor.embed(variants)
     similar = (embedded @ embedded.T).flatten()
     threshold = float(similar.quantile(0.75))  # the random model finds titles alike
@@ -76,7 +68,7 @@ def test_each_decision_learns_what_a_full_repredict_learns(parts, tmp_path, monk
     with ThreadPoolExecutor(1) as model:
         learner = Learner(predictor, model, threshold, store.titles, chunk_rows=16)
         learner.warm(file)
-        reference = full_repredict(parts, threshold, tmp_path)
+        reference = full_repredict(served_parts, threshold, tmp_path)
         looked_up = []
 
         class Looking(ExemplarMemory):
@@ -111,9 +103,9 @@ def test_each_decision_learns_what_a_full_repredict_learns(parts, tmp_path, monk
     assert sorted(looked_up)[len(looked_up) // 2] < len(titles) / 4
 
 
-def test_a_decision_encodes_only_a_title_not_seen_before(parts, tmp_path):
+def test_a_decision_encodes_only_a_title_not_seen_before(served_parts, tmp_path):
     titles = [f"{TITLES[i % len(TITLES)]} {i}" for i in range(40)]
-    predictor = Predictor(parts)
+    predictor = Predictor(served_parts)
     store, file = review_store(tmp_path, titles)
     encoded = []
     embed = predictor.embed

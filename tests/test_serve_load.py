@@ -12,22 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-from helpers.tiny import OCCUPATIONS, ROOT
-from hydra import compose, initialize_config_dir
+from helpers.tiny import ROOT
+from test_serve import TITLES
 
-from occlass.predict.loader import load_configured
 from occlass.predict.predictor import Predictor
 from occlass.serve.batcher import MicroBatcher
-
-TITLES = [t for _, title, _, alts, reps in OCCUPATIONS for t in (title, *alts, *reps)]
-
-
-@pytest.fixture(scope="module")
-def parts(run_dir, tiny_onet):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return load_configured(compose("serve", overrides=[f"run={run_dir}",
-                                                            f"data_dir={tiny_onet}",
-                                                            "zero_shot_cache=null"]))
 
 
 def same(answers: list[list[dict]], others: list[list[dict]]) -> bool:
@@ -40,7 +29,7 @@ def same(answers: list[list[dict]], others: list[list[dict]]) -> bool:
         for value, other in zip(row.values(), twin.values()))
 
 
-def test_concurrent_requests_share_passes_and_get_what_each_would_alone(parts):
+def test_concurrent_requests_share_passes_and_get_what_each_would_alone(served_parts):
     """Single titles (some described, blank or a marker) and a request of several rows, with
     different top_k, sent at once: each answer equals the same request sent alone."""
     requests = [pd.DataFrame({"title": [f"{t} {i}"], "description": [None]}, dtype=object)
@@ -53,7 +42,7 @@ def test_concurrent_requests_share_passes_and_get_what_each_would_alone(parts):
 
     async def answers(together: bool) -> tuple[list[list[dict]], list[int]]:
         with ThreadPoolExecutor(1) as model:
-            batcher = MicroBatcher(Predictor(parts), model, max_batch=32, max_wait=0.05)
+            batcher = MicroBatcher(Predictor(served_parts), model, max_batch=32, max_wait=0.05)
             batcher.start()
             calls = [batcher.predict(r, k) for r, k in zip(requests, top_k)]
             rows = (await asyncio.gather(*calls) if together
