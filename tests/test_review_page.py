@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,7 @@ import pytest
 from helpers.review import coded_at_levels
 from helpers.serving import serving
 from helpers.tables import write_table
-from helpers.tiny import OCCUPATIONS
+from helpers.tiny import OCCUPATIONS, ROOT
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
@@ -153,6 +155,22 @@ def blur(driver):
 
 DESK = ["Owner", "Wireman", "Temp", "Acountant", "Plumber", "Retired", "Manager", "Night nurse",
         "asdf qwer"]
+
+
+def test_the_readme_screenshot_script_shows_the_second_row_of_a_run(run_dir, tiny_onet, tmp_path):
+    """docs/screenshot.py (the README's picture of a real run) serves a run, opens its titles,
+    accepts one and writes the page as a PNG of the browser's width, in one piece."""
+    out = tmp_path / "page.png"
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "screenshot.py"), "--run",
+                           str(run_dir), "--out", str(out), f"data_dir={tiny_onet}",
+                           "zero_shot_cache=null", "confidence=platt", "review_below=1",
+                           "learn_threshold=0.9999"],  # the tiny model finds all titles alike
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(header[16:20], "big") == 1100  # --window-size width
+    assert not list(tmp_path.glob("*.tmp.png"))
 
 
 def test_the_desk_at_keying_speed_with_groups_and_outcomes(browser, run_dir, tiny_onet,
