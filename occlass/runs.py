@@ -76,10 +76,14 @@ def write_json(path: str | Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+RESULTS_FILE = "BENCHMARKS.md"  # what benches write: not a change of the code that runs them
+
+
 def code_version(root: str | Path | None = None) -> dict:
     """The version of the code running now: its git commit, whether its checkout has changes
-    not committed (`dirty`), and the time (UTC); commit and dirty are None (with a warning)
-    outside a git checkout of occlass. `root` defaults to this package's checkout."""
+    not committed (`dirty`; BENCHMARKS.md aside, which one bench's results change before the
+    next bench runs), and the time (UTC); commit and dirty are None (with a warning) outside a
+    git checkout of occlass. `root` defaults to this package's checkout."""
     root = Path(root or Path(__file__).resolve().parents[1]).resolve()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -91,8 +95,8 @@ def code_version(root: str | Path | None = None) -> dict:
         top = Path(git("rev-parse", "--show-toplevel")).resolve()
         if top != root:
             raise ValueError(f"{root} is inside {top}, not a checkout of its own")
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
-                "time": now}
+        changed = git("status", "--porcelain", "--", ".", f":!{RESULTS_FILE}")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed), "time": now}
     except (OSError, ValueError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", None) or err
         log.warning("the code's version is unknown (%s: not a git checkout: %s)", root,

@@ -25,6 +25,8 @@ def test_code_version_is_the_commit_and_whether_the_checkout_has_changes(tmp_pat
     version = runs.code_version(repo)
     assert version["commit"] == git(repo, "rev-parse", "HEAD") and version["dirty"] is False
     assert version["time"].endswith("+00:00")
+    (repo / runs.RESULTS_FILE).write_text("| a bench's section |\n")  # results, not code
+    assert runs.code_version(repo)["dirty"] is False
     (repo / "a.py").write_text("x = 2\n")
     assert runs.code_version(repo)["dirty"] is True
     assert "(with uncommitted changes)" in runs.describe_version(runs.code_version(repo))
