@@ -4,8 +4,8 @@ chromium and chromium-driver, as the page tests use; nothing is downloaded).
     .venv/bin/python docs/screenshot.py --run RUN_DIR [--out docs/review-page.png] [serve.py overrides]
 
 Serves the run with `serve.py` on a free loopback port, opens a file of messy titles on the page
-as a reviewer would, accepts the first row's top candidate and saves the page as the second row
-waits for review.
+as a reviewer would (the rows coded at a group level when none needs review), accepts the first
+row's top candidate and saves the page as the second row waits.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import httpx
 import pandas as pd
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[1]
-TITLES = ["Sr. SW Eng II", "Inspector, pole", "RN - ICU nights", "Finish carpenter",
-          "Forklift driver 2nd shift", "Acct payable clerk"]
+TITLES = ["Sr. SW Eng II", "Assistant manager", "Inspector, pole", "Team member - nights",
+          "Specialist II", "RN - ICU nights"]
 WAIT = 600  # seconds: the first upload encodes the titles on a busy CPU
 
 
@@ -89,7 +89,11 @@ def main() -> None:
             wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
             driver.find_element(By.ID, "reviewer").send_keys("ann\t")
             driver.find_element(By.ID, "upload").send_keys(str(titles))
-            wait.until(lambda d: d.find_element(By.ID, "title").text)
+            wait.until(lambda d: d.find_element(By.ID, "title").text
+                       or "has a decision" in d.find_element(By.TAG_NAME, "body").text)
+            if not driver.find_element(By.ID, "title").text:  # every row coded: check the groups
+                Select(driver.find_element(By.ID, "view")).select_by_value("groups")
+                wait.until(lambda d: d.find_element(By.ID, "title").text)
             first = driver.find_element(By.ID, "title").text
             driver.find_element(By.TAG_NAME, "body").send_keys("1")  # accept the top candidate
             wait.until(lambda d: d.find_element(By.ID, "title").text not in ("", first))
