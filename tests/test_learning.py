@@ -24,8 +24,6 @@ from occlass.serve.store import ReviewStore
 CODES = [c for c, *_ in OCCUPATIONS]
 
 
-
-
 def full_repredict(served_parts, threshold, folder):
     """The rows `pending` that `corrections` decide, by predicting every one of them with the
     corrections read from a file (the desk's way before learning one decision at a time)."""
