@@ -215,6 +215,39 @@ def test_resumed_run_ends_where_an_uninterrupted_run_does(train_cfg, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
+
+class Killed(Exception):
+    """The process dying mid-epoch."""
+
+
+class KillAtThirdStep(Callback):
+    """Simulates a run killed mid-epoch, after its second step was checkpointed."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 2:
+            raise Killed
+
+
+def test_run_killed_mid_epoch_resumes_from_last_ckpt_where_it_stopped(train_cfg, tmp_path):
+    """last.ckpt is also written within an epoch (every 10 minutes by default; every step here):
+    the resumed run is served the rest of that epoch, not its first batches again."""
+    common = ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "eval_before=false",
+              "callbacks=model_checkpoint", "callbacks.last_in_epoch.train_time_interval=null",
+              "+callbacks.last_in_epoch.every_n_train_steps=1",
+              "model.encoder.name=" + str(Path(train_cfg().model.encoder.name)),
+              "data.batch_size=4", "optim.lr=1e-3")
+    train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
+    with pytest.raises(Killed):
+        train(train_cfg(*common, "+callbacks.kill._target_=test_train.KillAtThirdStep",
+                        f"paths.output_dir={tmp_path / 'part'}"))
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
 @pytest.mark.integration
 def test_packaged_minilm_trains_and_exported_encoder_reloads(train_cfg, packaged_minilm):
     cfg = train_cfg(f"model.encoder.name={packaged_minilm}", "trainer.limit_train_batches=3",

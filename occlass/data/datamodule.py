@@ -48,13 +48,42 @@ class EpochSampler(RandomSampler):
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
+        self.skip = 0  # positions to pass over once: the part of an epoch a resumed run trained on
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+        skip, self.skip = self.skip, 0
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """The training loader over an `EpochSampler`, resumable mid-epoch: its state (epoch, batches
+    served) goes into each checkpoint, and a run resumed from a checkpoint taken mid-epoch is
+    served the rest of that epoch, in the order of an uninterrupted run."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.served = 0
+        self.resume: dict | None = None
+
+    def __iter__(self):
+        resume, self.resume = self.resume, None
+        self.served = 0
+        if resume and resume["epoch"] == self.sampler.epoch and resume["batches"] < len(self):
+            self.served = resume["batches"]
+            self.sampler.skip = self.served * self.batch_size
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume = state
 
 
 class PairCollator:
@@ -132,6 +161,8 @@ class TitlePairDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(ignore=["noise"])
         self.noise = noise
+        self.train_loader: ResumableLoader | None = None
+        self.resume: dict | None = None  # the training loader's state in the checkpoint resumed
         self._taxonomy: Taxonomy | None = None
         self._tokenizer = None
         self._categories: Categories | None = None
@@ -222,18 +253,30 @@ class TitlePairDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]
         seed = self.hparams.shuffle_seed
+        collate = PairCollator(self.tokenizer, self.categories.token_ids,
+                               self.hparams.max_input_length,
+                               self.partners() if self.hparams.title_pairs else None, self.noise)
+        options = dict(batch_size=self.hparams.batch_size, drop_last=True,
+                       num_workers=self.hparams.num_workers, collate_fn=collate)
         # Under DDP without Lightning's padding (a repeated title, to a multiple of the ranks):
         # that gave one step more than one process takes where the titles left a last batch of
         # world × batch_size - 1, which one process drops.
-        sampler = (DistributedSampler(train, shuffle=True, seed=seed, drop_last=True)
-                   if dist.is_available() and dist.is_initialized() else EpochSampler(train, seed))
-        return DataLoader(train, batch_size=self.hparams.batch_size, drop_last=True,
-                          sampler=sampler,
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=PairCollator(
-                              self.tokenizer, self.categories.token_ids,
-                              self.hparams.max_input_length,
-                              self.partners() if self.hparams.title_pairs else None, self.noise))
+        if dist.is_available() and dist.is_initialized():
+            return DataLoader(train, sampler=DistributedSampler(
+                train, shuffle=True, seed=seed, drop_last=True), **options)
+        self.train_loader = ResumableLoader(train, sampler=EpochSampler(train, seed), **options)
+        self.train_loader.resume = self.resume
+        return self.train_loader
+
+    # The training loader's state, kept by the DataModule: Lightning restores a loader's own state
+    # only into a loader built after the restore, and ours is built before (to count the steps).
+    def state_dict(self) -> dict:
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.resume = state.get("train_loader")
+        if self.train_loader:
+            self.train_loader.resume = self.resume
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.hparams.eval_batch_size,
