@@ -10,7 +10,8 @@ RUN_DIR), then Debian's `wrk` (its own process, one thread: `apt-get install -y 
 of titles through `Predictor.predict` in one call in this process, after the server stopped.
 Last, the cost of a decision on the review page with 80 and with 8,000 rows to review (a coded
 file uploaded, `--decisions` decisions, each answered before the next). Loopback only; the server
-is stopped at the end. `--quick`: a check that the bench runs (1 s per level, 1 and 8 clients,
+is stopped at the end; then, in this process, the model alone on passes as large as each level
+holds (one title per client): that level's ceiling. `--quick`: a check that the bench runs (1 s per level, 1 and 8 clients,
 20 and 200 rows), not the figures.
 """
 
@@ -33,6 +34,7 @@ import httpx
 import numpy as np
 import pandas as pd
 from common import ROOT, load, preamble, write_section
+from omegaconf import OmegaConf
 
 from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
 from occlass.data.text import normalize_title
@@ -42,6 +44,7 @@ from occlass.predict.predictor import Predictor
 DATA = ROOT / "data" / "onet-29.3"
 CACHE = ROOT / "outputs" / "zero-shot" / "category_cache.pt"
 TOP_K = 5
+MAX_BATCH = OmegaConf.load(ROOT / "conf" / "serve.yaml").max_batch  # titles per pass, at most
 # Each request the next body of the file BODIES names, one JSON body a line (one thread: no
 # two connections send the same title); `done` prints the figures on one line.
 SCRIPT = """
@@ -133,6 +136,17 @@ def fast_path(url: str, sent: list[str], rows: int) -> float:
         return len(sent) / (time.perf_counter() - begin)
 
 
+def model_alone(predictor: Predictor, sent: list[str], size: int, seconds: float) -> float:
+    """Titles/s of the model alone on passes of `size` titles, as the server's model thread runs
+    them (`predict_frame`, then JSON), back to back: what `size` clients could get at best."""
+    begin, at = time.perf_counter(), 0
+    while at + size <= len(sent) and (at == 0 or time.perf_counter() - begin < seconds):
+        frame = pd.DataFrame({"title": sent[at:at + size]})
+        predictor.predict_frame(frame, TOP_K).to_json(orient="records", lines=True)
+        at += size
+    return at / (time.perf_counter() - begin)
+
+
 def decision_cost(url: str, pending: int, decisions: int, codes: list[str], sent: list[str],
                   folder: Path) -> dict:
     """A coded file of `pending` rows to review uploaded, then `decisions` decisions one after
@@ -193,6 +207,8 @@ def main() -> None:
     begin = time.perf_counter()
     Predictor(parts).predict(batch_titles, top_k=TOP_K)
     batch = len(batch_titles) / (time.perf_counter() - begin)
+    for r, sent in zip(rows, levels):  # a pass holds one title per client (at most max_batch)
+        r["alone"] = model_alone(Predictor(parts), sent, min(r["clients"], MAX_BATCH), seconds / 4)
     model = "zero-shot packaged all-MiniLM-L6-v2" if args.run is None else f"run {args.run}"
     body = (
         "## Review desk API under load (`bench/serve_load.py`)\n\n"
@@ -204,11 +220,14 @@ def main() -> None:
           f"answer. The batch path: `Predictor.predict` on {len(batch_titles):,} such titles in "
           f"one call, {batch:.0f} titles/s; the fast path, requests of {args.rows} titles from "
           f"one client: {fast:.0f} titles/s ({fast / batch:.2f}× the batch path).\n\n"
-          "| clients | requests | requests/s | p50 ms | p99 ms | errors | API / batch |\n"
-          "|---:|---:|---:|---:|---:|---:|---:|\n"
+          "The last column is the model alone, in this process without HTTP, on passes of as "
+          "many titles as there are clients (one title each), back to back: the most the API "
+          "could get at that load.\n\n"
+          "| clients | requests | requests/s | p50 ms | p99 ms | errors | API / batch "
+          "| model alone / batch |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         + "".join(f"| {r['clients']} | {r['requests']:,} | {r['requests/s']:.0f} | "
                   f"{r['p50 ms']:.0f} | {r['p99 ms']:.0f} | {r['errors']} | "
-                  f"{r['requests/s'] / batch:.2f} |\n" for r in rows)
+                  f"{r['requests/s'] / batch:.2f} | {r['alone'] / batch:.2f} |\n" for r in rows)
         + "\nA decision on the review page (`PUT .../decision`, saved and learnt from) with "
           f"{sizes[0]:,} and {sizes[1]:,} rows to review; the first decision on a file checks "
           "every row once, the others only the rows they can change:\n\n"

@@ -256,8 +256,8 @@ class TitlePairDataModule(L.LightningDataModule):
         collate = PairCollator(self.tokenizer, self.categories.token_ids,
                                self.hparams.max_input_length,
                                self.partners() if self.hparams.title_pairs else None, self.noise)
-        options = dict(batch_size=self.hparams.batch_size, drop_last=True,
-                       num_workers=self.hparams.num_workers, collate_fn=collate)
+        options = {"batch_size": self.hparams.batch_size, "drop_last": True,
+                   "num_workers": self.hparams.num_workers, "collate_fn": collate}
         # Under DDP without Lightning's padding (a repeated title, to a multiple of the ranks):
         # that gave one step more than one process takes where the titles left a last batch of
         # world × batch_size - 1, which one process drops.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,6 +20,27 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     summed = (hidden * mask).sum(dim=1)
     pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
     return F.normalize(pooled.float(), dim=-1)
+
+
+PAD_SHARE = 0.25  # a batch is cut before its padding would pass this share of its real tokens,
+MIN_ROWS = 8      # once it holds this many rows: padding costs as much as text
+
+
+def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `lengths`, shortest first, in batches of at most `batch_size` that need little
+    padding (a few titles of very different lengths, as a server gathers them, are split)."""
+    batch: list[int] = []
+    tokens = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = (len(batch) + 1) * lengths[i]
+        if batch and (len(batch) == batch_size or len(batch) >= MIN_ROWS
+                      and padded > (1 + PAD_SHARE) * (tokens + lengths[i])):
+            yield batch
+            batch, tokens = [], 0
+        batch.append(i)
+        tokens += lengths[i]
+    if batch:
+        yield batch
 
 
 class Encoder(nn.Module):
@@ -46,13 +68,11 @@ class Encoder(nn.Module):
         """Embed pre-tokenised texts, batched by length so padding is minimal; rows in input order.
         Runs in eval mode (no dropout) and gives the encoder back in the mode it came in."""
         device = next(self.parameters()).device
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = None
         was_training = self.training
         self.eval()
         try:
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
+            for rows in length_batches([len(i) for i in ids], batch_size):
                 lengths = torch.tensor([len(ids[i]) for i in rows])
                 input_ids = pad_sequence([torch.tensor(ids[i]) for i in rows], batch_first=True,
                                          padding_value=pad_id)

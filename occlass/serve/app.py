@@ -729,12 +729,13 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
 
 
 def header_timeout(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request line and headers have not
-    all come `seconds` after it opened or its last response (slow or half-open clients);
-    uvicorn times out only idle keep-alive connections."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's httptools protocol (a C parser: h11's pure-Python one halves the requests a
+    core answers), closing a connection whose request line and headers have not all come
+    `seconds` after it opened or its last response (slow or half-open clients); uvicorn times
+    out only idle keep-alive connections."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class HeaderTimeout(H11Protocol):
+    class HeaderTimeout(HttpToolsProtocol):
         timer = None
 
         def waiting(self) -> bool:
