@@ -59,11 +59,14 @@ request = function()
 end
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
+  io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+
+
+ERROR_KINDS = ("connect", "read", "write", "status (not 2xx)", "timeout")  # as wrk counts them
 
 
 def free_port() -> int:
@@ -119,11 +122,12 @@ def wrk(url: str, clients: int, seconds: float, sent: list[str], folder: Path) -
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "60s", "-s", str(script),
          f"{url}/v1/predict"], capture_output=True, text=True, check=True,
         env={"BODIES": str(bodies), "PATH": "/usr/bin:/bin"})
-    found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+)$", done.stdout, re.MULTILINE)
-    requests, duration, p50, p99, errors = map(int, found.groups())
+    found = re.search(r"^RESULT" + r" (\d+)" * 9 + "$", done.stdout, re.MULTILINE)
+    requests, duration, p50, p99, *errors = map(int, found.groups())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in zip(ERROR_KINDS, errors) if n)
     return {"clients": clients, "requests": requests, "requests/s": requests / duration * 1e6,
-            "p50 ms": p50 / 1000, "p99 ms": p99 / 1000, "errors": errors,
-            "unique": requests <= len(sent)}
+            "p50 ms": p50 / 1000, "p99 ms": p99 / 1000, "errors": sum(errors),
+            "error kinds": kinds, "unique": requests <= len(sent)}
 
 
 def fast_path(url: str, sent: list[str], rows: int) -> float:
@@ -236,6 +240,9 @@ def main() -> None:
                   f"{c['p90 ms']:.1f} |\n" for c in costs)
         + f"\nA decision at {sizes[1]:,} rows costs "
           f"{costs[1]['median ms'] / costs[0]['median ms']:.2f}× one at {sizes[0]:,} (median).\n")
+    for r in rows:
+        if r["errors"]:
+            body += f"\nErrors at {r['clients']} clients, by kind (wrk's): {r['error kinds']}.\n"
     if not all(r["unique"] for r in rows):
         body += "\nSome level sent more requests than it had titles: titles were repeated.\n"
     write_section("serve_load", body)
