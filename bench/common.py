@@ -28,12 +28,16 @@ def default_config(*overrides: str) -> DictConfig:
 
 
 def other_training_jobs() -> list[str]:
-    """Command lines of running `train.py` processes other than this one (they distort timings)."""
+    """Command lines of running `train.py` processes other than this one (they distort timings;
+    one stopped for the bench, `kill -STOP`, does not)."""
     jobs = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
+        except (OSError, IndexError):
+            continue
+        if stopped:
             continue
         args = [a.decode(errors="replace") for a in cmdline if a]
         if int(pid) != os.getpid() and any(Path(a).name == "train.py" for a in args[1:2]):
