@@ -158,6 +158,48 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class Guard:
+    """Every request presents the token (when there is one: a `?token=` also sets the page's
+    cookie) and no POST comes from another site's page; the page gets its security headers.
+    Plain ASGI: Starlette's `@app.middleware` runs each request in a task of its own, which
+    outlives the answer under load (uvicorn's `limit_concurrency` counted a client twice)."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        if self.token is not None and not secrets.compare_digest(
+                presented_token(request).encode(), self.token.encode()):
+            refused = _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                                  "or open /?token=TOKEN", {"WWW-Authenticate": "Bearer"})
+        elif cross_site(request):
+            refused = _error(403, "a POST needs 'Content-Type: application/json' or an "
+                                  "'X-Requested-With' header (which a form on another site "
+                                  "cannot send)")
+        else:
+            refused = None
+        if refused is not None:
+            return await refused(scope, receive, send)
+        extra = Response()
+        if self.token is not None and request.query_params.get("token"):
+            extra.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+        if scope["path"] == "/" or scope["path"].startswith("/static/"):
+            extra.headers.update(PAGE_HEADERS)
+        extra_headers = [h for h in extra.raw_headers if h[0] != b"content-length"]
+        replaced = {name for name, _ in extra_headers if name != b"set-cookie"}
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start" and extra_headers:
+                message["headers"] = [*(h for h in message.get("headers", [])
+                                        if h[0].lower() not in replaced), *extra_headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status, headers=headers)
 
@@ -445,24 +487,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=int(cfg.max_request_mb * 2**20),
                        upload_limit=int(cfg.max_upload_mb * 2**20))
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        given = request.query_params.get("token")
-        if token is not None and not secrets.compare_digest(presented_token(request).encode(),
-                                                            token.encode()):
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
-                               "or open /?token=TOKEN", {"WWW-Authenticate": "Bearer"})
-        if cross_site(request):
-            return _error(403, "a POST needs 'Content-Type: application/json' or an "
-                               "'X-Requested-With' header (which a form on another site cannot "
-                               "send)")
-        response = await call_next(request)
-        if token is not None and given:
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        if request.url.path == "/" or request.url.path.startswith("/static/"):
-            response.headers.update(PAGE_HEADERS)
-        return response
-
+    app.add_middleware(Guard, token=token)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(cfg))
 
     @app.exception_handler(StarletteHTTPException)
