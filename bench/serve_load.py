@@ -11,8 +11,8 @@ of titles through `Predictor.predict` in one call in this process, after the ser
 Last, the cost of a decision on the review page with 80 and with 8,000 rows to review (a coded
 file uploaded, `--decisions` decisions, each answered before the next). Loopback only; the server
 is stopped at the end; then, in this process, the model alone on passes as large as each level
-holds (one title per client): that level's ceiling. `--quick`: a check that the bench runs (1 s per level, 1 and 8 clients,
-20 and 200 rows), not the figures.
+holds (one title per client): that level's ceiling. `--quick`: a check that the bench runs (1 s
+per level, 1 and 8 clients, 20 and 200 rows), not the figures.
 """
 
 from __future__ import annotations

@@ -194,11 +194,21 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
+def resume_overrides(train_cfg) -> tuple[str, ...]:
+    """Two epochs of three small steps, checkpoints only: runs to interrupt and resume."""
+    return ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "eval_before=false",
+            "callbacks=model_checkpoint",
+            "model.encoder.name=" + str(Path(train_cfg().model.encoder.name)),
+            "data.batch_size=4", "optim.lr=1e-3")
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], atol=1e-6), key
+
+
 def test_resumed_run_ends_where_an_uninterrupted_run_does(train_cfg, tmp_path):
-    common = ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "eval_before=false",
-              "callbacks=model_checkpoint",
-              "model.encoder.name=" + str(Path(train_cfg().model.encoder.name)),
-              "data.batch_size=4", "optim.lr=1e-3")
+    common = resume_overrides(train_cfg)
     straight = train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}")
     train(straight)
     first = train_cfg(*common, "+callbacks.stop._target_=test_train.StopAfterFirstEpoch",
@@ -211,9 +221,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_does(train_cfg, tmp_path):
     part = final_weights(tmp_path / "part")
     name = "encoder.model.encoder.layer.0.attention.self.query.weight"
     assert not torch.allclose(part[name], a[name])  # the second epoch did change the weights
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
-
+    assert_same_weights(a, b)
 
 
 class Killed(Exception):
@@ -231,11 +239,8 @@ class KillAtThirdStep(Callback):
 def test_run_killed_mid_epoch_resumes_from_last_ckpt_where_it_stopped(train_cfg, tmp_path):
     """last.ckpt is also written within an epoch (every 10 minutes by default; every step here):
     the resumed run is served the rest of that epoch, not its first batches again."""
-    common = ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "eval_before=false",
-              "callbacks=model_checkpoint", "callbacks.last_in_epoch.train_time_interval=null",
-              "+callbacks.last_in_epoch.every_n_train_steps=1",
-              "model.encoder.name=" + str(Path(train_cfg().model.encoder.name)),
-              "data.batch_size=4", "optim.lr=1e-3")
+    common = (*resume_overrides(train_cfg), "callbacks.last_in_epoch.train_time_interval=null",
+              "+callbacks.last_in_epoch.every_n_train_steps=1")
     train(train_cfg(*common, f"paths.output_dir={tmp_path / 'straight'}"))
     with pytest.raises(Killed):
         train(train_cfg(*common, "+callbacks.kill._target_=test_train.KillAtThirdStep",
@@ -243,9 +248,7 @@ def test_run_killed_mid_epoch_resumes_from_last_ckpt_where_it_stopped(train_cfg,
     last = tmp_path / "part" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 2
     train(train_cfg(*common, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"))
-    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed"))
 
 
 @pytest.mark.integration

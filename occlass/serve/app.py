@@ -173,16 +173,13 @@ class Guard:
         request = Request(scope)
         if self.token is not None and not secrets.compare_digest(
                 presented_token(request).encode(), self.token.encode()):
-            refused = _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
-                                  "or open /?token=TOKEN", {"WWW-Authenticate": "Bearer"})
-        elif cross_site(request):
-            refused = _error(403, "a POST needs 'Content-Type: application/json' or an "
-                                  "'X-Requested-With' header (which a form on another site "
-                                  "cannot send)")
-        else:
-            refused = None
-        if refused is not None:
-            return await refused(scope, receive, send)
+            return await _error(401, "missing or wrong token: send 'Authorization: Bearer "
+                                     "TOKEN' or open /?token=TOKEN",
+                                {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if cross_site(request):
+            return await _error(403, "a POST needs 'Content-Type: application/json' or an "
+                                     "'X-Requested-With' header (which a form on another site "
+                                     "cannot send)")(scope, receive, send)
         extra = Response()
         if self.token is not None and request.query_params.get("token"):
             extra.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
