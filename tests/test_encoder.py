@@ -3,7 +3,7 @@ import torch
 
 from occlass.data.tokenizer import load_tokenizer, resolve_model
 from occlass.errors import OcclassError
-from occlass.model.encoder import Encoder, mean_pool
+from occlass.model.encoder import PACK_TOKENS, Encoder, mean_pool, packed_rows
 
 
 def test_mean_pool_ignores_padding():
@@ -57,3 +57,18 @@ def test_encode_ids_turns_dropout_off_and_gives_the_mode_back(tiny_bert):
     first, second = encoder.encode_ids(ids, pad_id=0), encoder.encode_ids(ids, pad_id=0)
     assert torch.equal(first, second)
     assert encoder.training
+
+
+def test_packed_texts_embed_as_each_would_alone(tiny_bert):
+    """Short texts share a row, end to end, and a long one has its own: each text's embedding
+    is the one it gets alone, without padding or neighbours."""
+    encoder = Encoder(tiny_bert).eval()
+    vocab = encoder.model.config.vocab_size
+    ids = [[2, 5, 3], [2, 6, 7, 8, 3], [2, *[5 + i % (vocab - 5) for i in range(70)], 3],
+           [2, 9, 3], [2, 9, 3, 4]]
+    rows = packed_rows([len(i) for i in ids], PACK_TOKENS)
+    assert sorted(map(len, rows)) == [1, 4]  # four short texts in one row, the long one alone
+    with torch.no_grad():
+        alone = torch.cat([encoder(torch.tensor([i]), torch.ones(1, len(i), dtype=torch.long))
+                           for i in ids])
+    assert torch.allclose(encoder.encode_ids(ids, pad_id=0), alone, atol=1e-6)

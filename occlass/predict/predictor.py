@@ -168,7 +168,8 @@ class Predictor:
     `occlass.model.memory`). A description is encoded on its own, and its category similarity,
     times `description_weight`, is added (late fusion): a title-only row scores as it would
     without. Built from a run's parts (`occlass.predict.loader`). A forward pass takes at most
-    `batch_size` inputs and `batch_tokens` tokens (padding included).
+    `batch_size` inputs and `batch_tokens` tokens, counted as a padded batch (inputs × the
+    longest; the encoder then packs short inputs into shared rows).
 
     Confidence: with `confidence="levels"` and a run that has a confidence model
     (`occlass.model.confidence`), each row is coded at the finest level whose confidence reaches
