@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from occlass.model import memory as memory_module
 from occlass.model.memory import BLOCK_SIMILARITIES, ExemplarMemory, fuse
 
 
@@ -39,12 +40,15 @@ def test_evidence_is_the_best_exemplar_of_the_asked_code(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("block", [1, 7, 10_000])
-def test_best_and_evidence_match_a_scan_over_every_exemplar(dtype, block, monkeypatch):
+@pytest.mark.parametrize("few", [1, 128])
+def test_best_and_evidence_match_a_scan_over_every_exemplar(dtype, block, few, monkeypatch):
     """A random memory given out of code order, with codes that have no exemplars and many
     exact ties (coordinates on a coarse grid, duplicated exemplars): the best similarity per
     code and the evidence (the first of equals in the order given) are those of a scan over
-    every exemplar, whatever the block size of the lookup (one exemplar, a few codes, all)."""
+    every exemplar, whatever the block size of the lookup (one exemplar, a few codes, all) and
+    whichever way round it multiplies (few queries: the exemplars as rows)."""
     monkeypatch.setitem(BLOCK_SIMILARITIES, dtype, block)
+    monkeypatch.setattr(memory_module, "FEW_QUERIES", few)
     gen = torch.Generator().manual_seed(0)
     n, n_codes = 60, 12
     labels = torch.randint(0, n_codes, (n,), generator=gen)
