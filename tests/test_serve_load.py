@@ -8,9 +8,9 @@ import asyncio
 import json
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pandas as pd
 import pytest
 from helpers.tiny import ROOT
 from test_serve import TITLES
@@ -32,19 +32,16 @@ def same(answers: list[list[dict]], others: list[list[dict]]) -> bool:
 def test_concurrent_requests_share_passes_and_get_what_each_would_alone(served_parts):
     """Single titles (some described, blank or a marker) and a request of several rows, with
     different top_k, sent at once: each answer equals the same request sent alone."""
-    requests = [pd.DataFrame({"title": [f"{t} {i}"], "description": [None]}, dtype=object)
-                for i, t in enumerate(TITLES)]
-    requests += [pd.DataFrame({"title": ["Wireman", "", "NA"],
-                               "description": ["Installs wiring.", None, None]}, dtype=object),
-                 pd.DataFrame({"title": ["Nurse"], "description": ["Cares for patients."]},
-                              dtype=object)]
+    requests = [([f"{t} {i}"], [None]) for i, t in enumerate(TITLES)]
+    requests += [(["Wireman", "", "NA"], ["Installs wiring.", None, None]),
+                 (["Nurse"], ["Cares for patients."])]
     top_k = [1 + i % 4 for i in range(len(requests))]
 
     async def answers(together: bool) -> tuple[list[list[dict]], list[int]]:
         with ThreadPoolExecutor(1) as model:
             batcher = MicroBatcher(Predictor(served_parts), model, max_batch=32, max_wait=0.05)
             batcher.start()
-            calls = [batcher.predict(r, k) for r, k in zip(requests, top_k)]
+            calls = [batcher.predict(*r, k) for r, k in zip(requests, top_k)]
             rows = (await asyncio.gather(*calls) if together
                     else [await call for call in calls])
             await batcher.stop()
@@ -54,10 +51,45 @@ def test_concurrent_requests_share_passes_and_get_what_each_would_alone(served_p
     shared, sizes = asyncio.run(answers(True))
     assert same(shared, alone)
     assert len(sizes) < len(requests) and max(sizes) <= 32 + 2  # shared passes, capped
-    assert alone_sizes == [len(r) for r in requests]
+    assert alone_sizes == [len(titles) for titles, _ in requests]
     for answer, request, k in zip(alone, requests, top_k):
-        assert [row["title"] for row in answer] == request["title"].tolist()
+        assert [row["title"] for row in answer] == request[0]
         assert f"pred_code_{k}" in answer[0] and f"pred_code_{k + 1}" not in answer[0]
+
+
+class SlowModel:
+    """Stands in for the predictor: every pass takes `seconds`, whatever its size."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def predict_frame(self, frame, top_k):
+        time.sleep(self.seconds)
+        return frame.assign(pred_code_1="11-1011.00")
+
+
+def test_clients_that_send_again_on_each_answer_share_one_pass():
+    """Six clients arrive one after another, each later than the gathering wait, and send their
+    next title when answered (2 ms later): the pass after the first holds all six, and so does every
+    later one (the batcher waits for the clients it just answered), not two groups taking turns
+    at half the pass size each."""
+
+    async def sizes() -> list[int]:
+        with ThreadPoolExecutor(1) as model:
+            batcher = MicroBatcher(SlowModel(0.06), model, max_batch=32, max_wait=0.01)
+            batcher.start()
+
+            async def client(i: int) -> None:
+                await asyncio.sleep(0.015 * i)
+                while len(batcher.batch_sizes) < 7:
+                    await batcher.predict([f"title {i}"], [None], 1)
+
+            await asyncio.gather(*(client(i) for i in range(6)))
+            await batcher.stop()
+        return batcher.batch_sizes
+
+    passes = asyncio.run(sizes())
+    assert passes[0] < 6 and passes[1:6] == [6] * 5
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install -y wrk)")

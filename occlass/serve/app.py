@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import ipaddress
 import json
 import logging
@@ -90,10 +91,10 @@ class PredictRequest(BaseModel):
                              '[{"title": ...}, ...] for many, not both')
         return self
 
-    def frame(self) -> pd.DataFrame:
-        rows = self.rows or [Row(title=self.title, description=self.description)]
-        return pd.DataFrame({"title": [r.title for r in rows],
-                             "description": [r.description for r in rows]}, dtype=object)
+    def columns(self) -> tuple[list, list]:
+        """The titles and the descriptions of the rows."""
+        rows = self.rows or [self]
+        return [r.title for r in rows], [r.description for r in rows]
 
 
 class Decision(BaseModel):
@@ -529,7 +530,7 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
     async def predict(body: PredictRequest):
         """predict.py's columns for each row (title, description, pred_code_1..k, ...). Many
         rows in one request are the fast path; concurrent requests share forward passes."""
-        rows = await batcher.predict(body.frame(), body.top_k or cfg.top_k)
+        rows = await batcher.predict(*body.columns(), body.top_k or cfg.top_k)
         return Response(f'{json.dumps(identity)[:-1]}, "rows": [{", ".join(rows)}]}}',
                         media_type="application/json")
 
@@ -540,9 +541,8 @@ def create_app(cfg: DictConfig, parts: RunParts | None = None) -> FastAPI:
         the event loop."""
         tie_break = {}
         if q.strip() and not CODE.fullmatch(q.strip()):
-            query = pd.DataFrame({"title": [q], "description": [None]}, dtype=object)
             with contextlib.suppress(TimeoutError):  # a busy model thread: no tie-break
-                ranked = await asyncio.wait_for(batcher.predict(query, ranked_codes),
+                ranked = await asyncio.wait_for(batcher.predict([q], [None], ranked_codes),
                                                 SEARCH_RANK_WAIT)
                 codes = [code for column, code in json.loads(ranked[0]).items()
                          if re.fullmatch(r"pred_code_\d+", column) and code is not None]
@@ -800,6 +800,7 @@ def serve(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
     transformers.logging.disable_progress_bar()  # stderr is for one-line errors
     app = create_app(cfg)
+    gc.freeze()  # the loaded run is never garbage: full collections skip it (they took 0.2 s)
     server = uvicorn.Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_level="warning",
         http=header_timeout(cfg.header_timeout_s), timeout_keep_alive=cfg.keep_alive_s,
