@@ -28,6 +28,7 @@ from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
 from occlass.data.text import input_text, normalize_title
 from occlass.model.calibration import Calibrator
 from occlass.model.confidence import LEVEL_SIGNALS, SIGNALS, ConfidenceModel
+from occlass.model.encoder import PACK_TOKENS
 from occlass.predict.job import predict_file
 from occlass.predict.loader import RunParts, load_zero_shot
 from occlass.predict.predictor import Predictor
@@ -177,8 +178,9 @@ def main() -> None:
         f"titles, fusion weight {base.fusion_weight}; 'memory off': category similarity alone, "
         "the encoder's ceiling), titles ≤ 32 tokens and descriptions "
         "encoded on their own ≤ 256 (late fusion); inputs sorted by length, batches of at most "
-        f"{default.batch_size} inputs and {default.batch_tokens} tokens (padding included), identical "
-        "token sequences encoded once; '+ confidence + evidence' adds the calibrated confidence "
+        f"{default.batch_size} inputs and {default.batch_tokens} tokens (as padded), short "
+        f"inputs packed end to end into rows of {PACK_TOKENS} tokens, identical token "
+        "sequences encoded once; '+ confidence + evidence' adds the calibrated confidence "
         "(softmax over every code) and the evidence title of each top-1; 'with the confidence "
         "model' replaces the calibrator by the confidence model and its coded level (a "
         "stand-in of the served shape); bf16 (with the confidence model) = CPU autocast of "
