@@ -121,15 +121,14 @@ class Encoder(nn.Module):
         input_ids, segment, position = (
             pad_sequence(t, batch_first=True, padding_value=v).to(device)
             for t, v in ((tokens, pad_id), (segment, -1), (position, 0)))
-        if packed:  # a token sees its own text only; positions restart with each text
-            mask = torch.where(segment[:, :, None] == segment[:, None, :], 0.0,
-                               torch.finfo(torch.float32).min)[:, None]
-            hidden = self.model(input_ids=input_ids, attention_mask=mask,
-                                position_ids=position).last_hidden_state
-        else:
-            hidden = self.model(input_ids=input_ids,
-                                attention_mask=(segment >= 0).long()).last_hidden_state
         real = segment >= 0
+        if not packed:
+            return self(input_ids, real.long()).float()
+        # a token sees its own text only; positions restart with each text
+        mask = torch.where(segment[:, :, None] == segment[:, None, :], 0.0,
+                           torch.finfo(torch.float32).min)[:, None]
+        hidden = self.model(input_ids=input_ids, attention_mask=mask,
+                            position_ids=position).last_hidden_state
         summed = torch.zeros(n, hidden.shape[-1], device=device).index_add_(
             0, segment[real], hidden[real].float())
         counts = torch.bincount(segment[real], minlength=n).clamp(min=1)
