@@ -237,6 +237,18 @@ def test_bf16_autocast_scores_close_to_fp32(run_dir, tiny_onet, predictor):
         Predictor(load_run(run_dir, tiny_onet), precision="16")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_it_warns(run_dir, tiny_onet, monkeypatch, caplog, native):
+    """Emulated bf16 is slower than fp32: the user who asks for it on such a CPU is told."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with caplog.at_level(logging.WARNING, "occlass.predict.predictor"):
+        Predictor(load_run(run_dir, tiny_onet), precision="bf16")
+        Predictor(load_run(run_dir, tiny_onet))
+    assert ("emulated" in caplog.text) is not native
+    assert caplog.text.count("emulated") <= 1  # fp32 never warns
+
+
 def test_zero_shot_keeps_its_cache_at_cache_path(tiny_bert, tiny_onet, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="occlass")
     path = tmp_path / "zero-shot" / "category_cache.pt"

@@ -22,6 +22,7 @@ from occlass.data.tabular_io import is_missing_marker
 from occlass.errors import DataError, OcclassError
 from occlass.model.confidence import choose_level, level_groups, signals
 from occlass.model.memory import ExemplarMemory, fuse
+from occlass.precision import native_bf16
 from occlass.predict.loader import RunParts
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,9 @@ class Predictor:
         self.bf16 = str(precision) == "bf16"
         self.encoder = bf16_copy(parts.encoder) if self.bf16 else parts.encoder.eval()
         self.device = next(self.encoder.parameters()).device
+        if self.bf16 and self.device.type == "cpu" and not native_bf16():
+            log.warning("precision=bf16 on a CPU without bf16 instructions is emulated: slower "
+                        "than the default fp32 (precision=32)")
         self.tokenizer = parts.tokenizer
         self.embeddings = parts.cache.embeddings.to(self.device)
         self.codes = np.array(parts.cache.codes, dtype=object)
