@@ -2,7 +2,7 @@
 on kinds of input, old (temperature + top-label calibrator) against new (the confidence model,
 with back-off to SOC groups), and what corrections do without retraining.
 
-    .venv/bin/python bench/review.py --run RUN_DIR [--data-dir data/onet-29.3]
+    .venv/bin/python bench/review.py --run RUN_DIR [--data-dir data/onet-29.3] [--section review]
 
 Sets as `bench/accuracy.py` makes them (test, the reported titles' evaluation half, noisy: seen
 and unseen noise, pseudo ads of the test titles with their text), scored as the Predictor scores
@@ -289,6 +289,8 @@ def main() -> None:
                         "Predictor's)")
     parser.add_argument("--limit", type=int, help="at most this many rows of each set (seeded "
                         "sample; a quick check, not the figures)")
+    parser.add_argument("--section", default="review", help="BENCHMARKS.md section to write "
+                        "(another run beside the main one: another name)")
     args = parser.parse_args()
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
@@ -339,7 +341,7 @@ def main() -> None:
     predictor.correction_threshold = args.threshold or best or CORRECTION_THRESHOLD
     test = corrections_effect(predictor, parts, examples, taxonomy, "test", args.seed, args.limit)
     body = (
-        "## Confidence, review and corrections\n\n"
+        f"## Confidence, review and corrections ({args.section})\n\n"
         + preamble(f"run `{args.run}` (old: temperature {calibrator.temperature:.4f} and "
                    f"top-label scaling, review below {calibrator.review_below:.4f}; new: the "
                    f"confidence model, run target {model.target:g}; both fitted on validation); "
@@ -361,7 +363,7 @@ def main() -> None:
         + corrections_section(effects, best, args.threshold, test)
         + f"Wall time {time.time() - started:.0f} s.\n")
     print(body)
-    write_section("review", body)
+    write_section(args.section, body)
 
 
 if __name__ == "__main__":
