@@ -1,6 +1,6 @@
 """Accuracy after each epoch of one run (val, test, reported), written to BENCHMARKS.md.
 
-    .venv/bin/python bench/epoch_curve.py --run RUN_DIR [--data-dir data/onet-29.3]
+    .venv/bin/python bench/epoch_curve.py --run RUN_DIR [--data-dir data/onet-29.3] [--note TEXT]
 
 The run must keep a checkpoint per epoch: train it with
 `callbacks.model_checkpoint.save_top_k=-1` (e.g. `python train.py experiment=cpu-long
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--data-dir", type=Path, default=Path("data/onet-29.3"))
     parser.add_argument("--section", default="epoch_curve")
+    parser.add_argument("--note", default="", help="a line on how the run was trained")
     args = parser.parse_args()
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
@@ -92,7 +93,7 @@ def main() -> None:
             + preamble(f"run `{args.run}` (model `{info.base_model}`, "
                        f"{config['trainer']['max_epochs']} epochs, batch "
                        f"{config['data']['batch_size']}, lr {config['optim']['lr']}, precision "
-                       f"`{config['trainer']['precision']}`)", at_start)
+                       f"`{config['trainer']['precision']}`). {args.note}", at_start)
             + f"\nSets: {sizes} titles; the memory holds the training titles only; each epoch "
             "at the fusion weight its validation chose:\n\n" + "\n".join(lines)
             + f"\n\nWall time {time.time() - started:.0f} s.\n")
