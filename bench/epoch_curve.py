@@ -25,7 +25,8 @@ from common import load, preamble, write_section
 
 from occlass import runs
 from occlass.data.examples import Exemplars
-from occlass.data.taxonomy import Taxonomy, level_ids
+from occlass.data.soc import LEVELS, load_levels
+from occlass.data.taxonomy import Taxonomy
 from occlass.model.encoder import Encoder
 from occlass.model.memory import fuse
 
@@ -68,7 +69,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: fewer than two per-epoch checkpoints; train with "
                          "callbacks.model_checkpoint.save_top_k=-1")
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    major = torch.tensor(level_ids(taxonomy.codes, "major"))
+    major = torch.from_numpy(load_levels(taxonomy, args.data_dir)[LEVELS.index("major")].of_code)
     train, sets = load_sets(info, args.data_dir, taxonomy)
     train = train.explode("codes")
     memory = Exemplars(list(train["title"]), [int(c) for c in train["codes"]], [])
