@@ -78,6 +78,11 @@ def load_sets(info: runs.RunInfo, data_dir: Path, taxonomy: Taxonomy, seed: int 
     return part["train"], sets
 
 
+def major_groups(taxonomy: Taxonomy, data_dir: Path) -> torch.Tensor:
+    """The SOC major group of each code (index), as `accuracy` takes it."""
+    return torch.from_numpy(load_levels(taxonomy, data_dir)[LEVELS.index("major")].of_code)
+
+
 def accuracy(scores: torch.Tensor, codes: list[list[int]], major: torch.Tensor) -> dict:
     """top-1, top-5 and SOC-major accuracy (a title is right when any of its codes is)."""
     valid = torch.zeros(len(codes), scores.shape[1], dtype=torch.bool)
@@ -166,7 +171,7 @@ def main() -> None:
     at_start, started = load(), time.time()
     info = runs.RunInfo.load(args.run)
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    major = torch.from_numpy(load_levels(taxonomy, args.data_dir)[LEVELS.index("major")].of_code)
+    major = major_groups(taxonomy, args.data_dir)
     train, sets = load_sets(info, args.data_dir, taxonomy)
     train = train.explode("codes")
     memory = Exemplars(list(train["title"]), [int(c) for c in train["codes"]], [])

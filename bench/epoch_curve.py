@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-from accuracy import Method, accuracy, load_sets
+from accuracy import Method, accuracy, load_sets, major_groups
 from common import load, preamble, write_section
 
 from occlass import runs
 from occlass.data.examples import Exemplars
-from occlass.data.soc import LEVELS, load_levels
 from occlass.data.taxonomy import Taxonomy
 from occlass.model.encoder import Encoder
 from occlass.model.memory import fuse
@@ -69,7 +68,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: fewer than two per-epoch checkpoints; train with "
                          "callbacks.model_checkpoint.save_top_k=-1")
     taxonomy = Taxonomy.load(args.data_dir, with_tasks=True)
-    major = torch.from_numpy(load_levels(taxonomy, args.data_dir)[LEVELS.index("major")].of_code)
+    major = major_groups(taxonomy, args.data_dir)
     train, sets = load_sets(info, args.data_dir, taxonomy)
     train = train.explode("codes")
     memory = Exemplars(list(train["title"]), [int(c) for c in train["codes"]], [])
