@@ -18,14 +18,11 @@ per level, 1 and 8 clients, 20 and 200 rows), not the figures.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +37,7 @@ from occlass.data.taxonomy import CODE_COLUMN, Taxonomy, read_onet_table
 from occlass.data.text import normalize_title
 from occlass.predict.loader import load_run, load_zero_shot
 from occlass.predict.predictor import Predictor
+from occlass.serve.launch import serving
 
 DATA = ROOT / "data" / "onet-29.3"
 CACHE = ROOT / "outputs" / "zero-shot" / "category_cache.pt"
@@ -69,12 +67,6 @@ end
 ERROR_KINDS = ("connect", "read", "write", "status (not 2xx)", "timeout")  # as wrk counts them
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def titles(data_dir: Path, n: int) -> list[str]:
     """`n` distinct titles: O*NET alternate titles, shuffled (numbered copies when too few)."""
     alternate = read_onet_table(data_dir / "Alternate Titles.txt",
@@ -86,30 +78,11 @@ def titles(data_dir: Path, n: int) -> list[str]:
             for i in range(n)]
 
 
-@contextlib.contextmanager
 def server(args, folder: Path):
-    """serve.py on a free loopback port until the block ends: its URL."""
-    options = [f"run={args.run}" if args.run else "run=null", f"port={free_port()}",
-               "host=127.0.0.1", f"data_dir={args.data_dir}", f"uploads={folder}",
-               f"zero_shot_cache={CACHE if args.run is None else 'null'}"]
-    log = folder / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), *options],
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{options[1].split('=')[1]}"
-    try:
-        for _ in range(1200):  # at most 10 minutes to load
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health").status_code == 200:
-                    yield url
-                    return
-            time.sleep(0.5)
-        raise SystemExit(f"serve.py did not start: {log.read_text()[-2000:]}")
-    finally:
-        process.terminate()
-        process.wait()
+    """serve.py on a free loopback port until the block ends: (process, URL)."""
+    return serving(f"run={args.run}" if args.run else "run=null", f"data_dir={args.data_dir}",
+                   f"uploads={folder}", f"zero_shot_cache={CACHE if args.run is None else 'null'}",
+                   cwd=ROOT, log=folder / "serve.log")
 
 
 def wrk(url: str, clients: int, seconds: float, sent: list[str], folder: Path) -> dict:
@@ -194,7 +167,7 @@ def main() -> None:
     levels = [pool[i * per_level:(i + 1) * per_level] for i in range(len(clients) + 2)]
     codes = Taxonomy.load(args.data_dir).codes
     rows, costs = [], []
-    with tempfile.TemporaryDirectory() as folder, server(args, Path(folder)) as url:
+    with tempfile.TemporaryDirectory() as folder, server(args, Path(folder)) as (_, url):
         wrk(url, 8, 1, levels[-1], Path(folder))  # warm up
         for n, sent in zip(clients, levels):
             rows.append(wrk(url, n, seconds, sent, Path(folder)))

@@ -11,54 +11,21 @@ row's top candidate and saves the page as the second row waits.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from occlass.serve.launch import serving
+
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Sr. SW Eng II", "Assistant manager", "Inspector, pole", "Team member - nights",
           "Specialist II", "RN - ICU nights"]
 WAIT = 600  # seconds: the first upload encodes the titles on a busy CPU
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(run: Path, folder: Path, overrides: list[str]):
-    """serve.py on the run; its URL once /health answers."""
-    port = free_port()
-    with open(folder / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), f"run={run.resolve()}",
-                                   f"port={port}", f"uploads={folder / 'uploads'}", *overrides],
-                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"serve.py exited:\n{(folder / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.kill()
-        server.wait()
 
 
 def browser(folder: Path) -> webdriver.Chrome:
@@ -78,31 +45,38 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "review-page.png")
     args, overrides = parser.parse_known_args()
-    with tempfile.TemporaryDirectory() as tmp, serving(args.run, Path(tmp), overrides) as url:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        titles = folder / "job-titles.csv"
-        pd.DataFrame({"id": range(1, len(TITLES) + 1), "title": TITLES}).to_csv(titles, index=False)
-        driver = browser(folder)
-        try:
-            wait = WebDriverWait(driver, WAIT)
-            driver.get(url)
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
-            driver.find_element(By.ID, "reviewer").send_keys("ann\t")
-            driver.find_element(By.ID, "upload").send_keys(str(titles))
-            wait.until(lambda d: d.find_element(By.ID, "title").text
-                       or "has a decision" in d.find_element(By.TAG_NAME, "body").text)
-            if not driver.find_element(By.ID, "title").text:  # every row coded: check the groups
-                Select(driver.find_element(By.ID, "view")).select_by_value("groups")
-                wait.until(lambda d: d.find_element(By.ID, "title").text)
-            first = driver.find_element(By.ID, "title").text
-            driver.find_element(By.TAG_NAME, "body").send_keys("1")  # accept the top candidate
-            wait.until(lambda d: d.find_element(By.ID, "title").text not in ("", first))
-            tmp_png = args.out.with_suffix(".tmp.png")
-            driver.save_screenshot(str(tmp_png))
-            os.replace(tmp_png, args.out)
-        finally:
-            driver.quit()
+        with serving(f"run={args.run.resolve()}", f"uploads={folder / 'uploads'}", *overrides,
+                     cwd=ROOT, log=folder / "server.log") as (_, url):
+            shoot(url, folder, args.out)
     print(f"wrote {args.out}")
+
+
+def shoot(url: str, folder: Path, out: Path) -> None:
+    """The review page at `url` with the titles uploaded and one accepted, saved to `out`."""
+    titles = folder / "job-titles.csv"
+    pd.DataFrame({"id": range(1, len(TITLES) + 1), "title": TITLES}).to_csv(titles, index=False)
+    driver = browser(folder)
+    try:
+        wait = WebDriverWait(driver, WAIT)
+        driver.get(url)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        driver.find_element(By.ID, "reviewer").send_keys("ann\t")
+        driver.find_element(By.ID, "upload").send_keys(str(titles))
+        wait.until(lambda d: d.find_element(By.ID, "title").text
+                   or "has a decision" in d.find_element(By.TAG_NAME, "body").text)
+        if not driver.find_element(By.ID, "title").text:  # every row coded: check the groups
+            Select(driver.find_element(By.ID, "view")).select_by_value("groups")
+            wait.until(lambda d: d.find_element(By.ID, "title").text)
+        first = driver.find_element(By.ID, "title").text
+        driver.find_element(By.TAG_NAME, "body").send_keys("1")  # accept the top candidate
+        wait.until(lambda d: d.find_element(By.ID, "title").text not in ("", first))
+        tmp_png = out.with_suffix(".tmp.png")
+        driver.save_screenshot(str(tmp_png))
+        os.replace(tmp_png, out)
+    finally:
+        driver.quit()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 import test_serve
 from fastapi.testclient import TestClient
-from helpers.serving import free_port
 from helpers.tables import write_table
 from helpers.tiny import ROOT
 from test_bad_input import assert_one_line_error, predict
@@ -32,6 +31,7 @@ from occlass.data.taxonomy import Taxonomy
 from occlass.errors import DataError, OcclassError
 from occlass.predict.loader import load_run
 from occlass.serve.app import create_app
+from occlass.serve.launch import free_port
 from occlass.serve.learning import Learner
 from occlass.serve.store import ReviewStore
 
